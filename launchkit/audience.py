@@ -1,0 +1,100 @@
+"""The audience: importing, adding, tagging, unsubscribing and exporting contacts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, TextIO
+
+from launchkit.csvfiles import CsvProblem, normalize_email, read_contacts_csv, write_csv
+from launchkit.errors import LaunchkitError
+from launchkit.project import Project
+from launchkit.store import contacts as contact_store
+from launchkit.store.contacts import Contact, NewContact
+
+EXPORT_COLUMNS = ("email", "first_name", "last_name", "status", "tags", "created_at")
+
+
+@dataclass
+class ImportReport:
+    created: int = 0
+    updated: int = 0
+    merged: int = 0  #: duplicate rows folded into an earlier one
+    problems: list[CsvProblem] = field(default_factory=list)  #: rows skipped, with their line
+
+
+def import_csv(project: Project, path: Path, *, tags: Iterable[str] = ()) -> ImportReport:
+    """Import a CSV export in one transaction: all valid rows, or nothing if the file is unreadable.
+
+    Invalid rows are skipped and reported; the file is recorded as the consent source.
+    """
+    parsed = read_contacts_csv(path)
+    extra = set(tags)
+    people = [NewContact(r.email, r.first_name, r.last_name, dict(r.fields), r.tags | extra) for r in parsed.rows]
+    with project.store.begin() as conn:
+        counts = contact_store.upsert(conn, people, now=project.now(), consent_source=f"import:{path.name}")
+    return ImportReport(counts.created, counts.updated, parsed.merged, parsed.problems)
+
+
+def add(project: Project, email: str, *, first_name: str | None = None, last_name: str | None = None, tags: Iterable[str] = (), fields: dict[str, str] | None = None, source: str = "cli") -> bool:
+    """Add or update one contact; True if it was new."""
+    person = NewContact(_address(email), first_name, last_name, fields or {}, set(tags))
+    with project.store.begin() as conn:
+        return contact_store.upsert(conn, [person], now=project.now(), consent_source=source).created == 1
+
+
+def tag(project: Project, emails: Iterable[str], tags: Iterable[str]) -> int:
+    with project.store.begin() as conn:
+        return contact_store.tag(conn, _known(conn, emails), list(tags), project.now())
+
+
+def untag(project: Project, emails: Iterable[str], tags: Iterable[str]) -> int:
+    with project.store.begin() as conn:
+        return contact_store.untag(conn, _known(conn, emails), list(tags), project.now())
+
+
+def unsubscribe(project: Project, email: str, *, reason: str = "unsubscribed from the command line") -> None:
+    with project.store.begin() as conn:
+        if not contact_store.set_status(conn, _address(email), "unsubscribed", project.now(), reason):
+            raise LaunchkitError(f"no contact {email!r}")
+
+
+def contacts(project: Project, *, tag_name: str | None = None, status: str | None = None) -> Iterable[tuple[Contact, list[str]]]:
+    """Contacts with their tags, streamed."""
+    with project.store.connect() as conn:
+        yield from contact_store.listing(conn, tag_name=tag_name, status=status)
+
+
+def export_csv(project: Project, out: TextIO, *, tag_name: str | None = None, status: str | None = None) -> int:
+    """Write contacts as CSV (formula cells escaped); returns how many."""
+    # Two streamed passes (field names, then rows) keep memory flat on any audience size.
+    field_names = sorted({name for person, _ in contacts(project, tag_name=tag_name, status=status) for name in person.fields})
+    rows = (
+        [
+            person.email,
+            person.first_name,
+            person.last_name,
+            person.status,
+            ", ".join(tags),
+            person.created_at.isoformat(),
+            *(person.fields.get(name) for name in field_names),
+        ]
+        for person, tags in contacts(project, tag_name=tag_name, status=status)
+    )
+    return write_csv(out, [*EXPORT_COLUMNS, *field_names], rows)
+
+
+def _address(email: str) -> str:
+    try:
+        return normalize_email(email)
+    except ValueError as exc:
+        raise LaunchkitError(f"{email!r} is not a valid email address: {exc}") from None
+
+
+def _known(conn: object, emails: Iterable[str]) -> list[str]:
+    addresses = [_address(e) for e in emails]
+    found = contact_store.ids_for(conn, addresses)  # type: ignore[arg-type]
+    missing = [a for a in addresses if a not in found]
+    if missing:
+        raise LaunchkitError(f"no contact {', '.join(missing)}; add them first with `launchkit audience add`")
+    return addresses

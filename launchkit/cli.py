@@ -1,0 +1,441 @@
+"""The `launchkit` command: each command parses, calls the library, prints.
+
+Heavy modules are imported inside commands so that `launchkit --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import click
+
+from launchkit import __version__
+from launchkit.errors import ConfigError, LaunchkitError
+
+
+class _Group(click.Group):
+    """Turns errors meant for people into one paragraph and exit code 1, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ConfigError as exc:
+            raise click.ClickException("\n".join(str(p) for p in exc.problems)) from None
+        except LaunchkitError as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+def _project(ctx: click.Context, now: str | None = None) -> Any:
+    from launchkit.project import Project
+
+    return Project.open(ctx.obj.get("project"), now=now)
+
+
+def _console(stderr: bool = False) -> Any:
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--project",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="LAUNCHKIT_PROJECT",
+    help="The project folder (default: the nearest folder with a launchkit.toml).",
+)
+@click.version_option(__version__, prog_name="launchkit")
+@click.pass_context
+def cli(ctx: click.Context, project: Path | None) -> None:
+    """Email launches for creators: waitlist → open cart → close, declared in TOML.
+
+    \b
+    Try it:
+      launchkit init my-launch && cd my-launch
+      launchkit audience import audience.csv
+      launchkit plan
+      launchkit run
+
+    LAUNCHKIT_NOW="2027-03-10 09:05" makes every command act at that moment.
+    """
+    ctx.ensure_object(dict)
+    ctx.obj["project"] = project
+
+
+@cli.command()
+@click.argument("folder", default=".", type=click.Path(file_okay=False, path_type=Path))
+def init(folder: Path) -> None:
+    """Create a project with a commented example launch that works as is.
+
+    \b
+    Example:
+      launchkit init my-launch
+    """
+    from launchkit.scaffold import init_project
+
+    written = init_project(folder, date.today())
+    console = _console()
+    console.print(f"Created {len(written)} files in {folder}/. Next:")
+    where = "" if folder == Path(".") else f"cd {folder} && "
+    console.print(f"  {where}launchkit audience import audience.csv && launchkit check && launchkit plan")
+
+
+@cli.command()
+@click.pass_context
+def check(ctx: click.Context) -> None:
+    """Validate settings, launches, bodies, conditions and plugins (exit 1 on any problem).
+
+    \b
+    Example:
+      launchkit check
+    """
+    from launchkit.checks import check as run_check
+
+    report = run_check(_project(ctx))
+    if not report.ok:
+        raise click.ClickException("\n".join(str(p) for p in report.problems))
+    emails = sum(len(launch.emails) for launch in report.launches)
+    _console().print(f"OK: {len(report.launches)} launch(es), {emails} emails, no problems.")
+
+
+@cli.command()
+@click.argument("what", type=click.Choice(["launch", "config"]), default="launch")
+def schema(what: str) -> None:
+    """Print the JSON Schema of launch files (or of launchkit.toml), for editor completion.
+
+    \b
+    Example:
+      launchkit schema > launch.schema.json
+    """
+    from launchkit.config import Config
+    from launchkit.spec import LaunchFile
+
+    model = LaunchFile if what == "launch" else Config
+    document = {"$schema": "https://json-schema.org/draft/2020-12/schema", **model.model_json_schema(by_alias=True)}
+    click.echo(json.dumps(document, indent=2, ensure_ascii=False))
+
+
+@cli.command()
+@click.argument("launch", required=False)
+@click.pass_context
+def plan(ctx: click.Context, launch: str | None) -> None:
+    """Show each launch's timeline, its audience and what a typical launch would sell.
+
+    \b
+    Example:
+      launchkit plan academy-spring
+    """
+    from launchkit.views import print_timeline
+    from launchkit.timeline import timeline
+
+    project = _project(ctx)
+    print_timeline(_console(), timeline(project, launch), project.now())
+
+
+@cli.command()
+@click.argument("launch")
+@click.argument("email")
+@click.option("--contact", "address", help="Render for this contact (default: a sample contact).")
+@click.option("--open", "open_browser", is_flag=True, help="Open the HTML in a browser.")
+@click.pass_context
+def preview(ctx: click.Context, launch: str, email: str, address: str | None, open_browser: bool) -> None:
+    """Show the subject, text and HTML of one email for one contact.
+
+    \b
+    Example:
+      launchkit preview academy-spring doors-open --contact camille.roux@example.com
+    """
+    from launchkit.runner import preview as render_preview
+    from launchkit.views import print_message
+
+    message = render_preview(_project(ctx), launch, email, address)
+    print_message(_console(), message)
+    if open_browser:
+        import tempfile
+        import webbrowser
+
+        with tempfile.NamedTemporaryFile("w", suffix=".html", delete=False, encoding="utf-8") as handle:
+            handle.write(message.html)
+        webbrowser.open(Path(handle.name).as_uri())
+
+
+@cli.command()
+@click.option("--now", "now", metavar="ISO", help="Act as if it were this moment (default: LAUNCHKIT_NOW, else now).")
+@click.option("--dry-run", is_flag=True, help="Plan and render what is due, send nothing, change nothing.")
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
+@click.pass_context
+def run(ctx: click.Context, now: str | None, dry_run: bool, quiet: bool) -> None:
+    """One tick: plan and send everything due, then exit. Cron calls this every minute.
+
+    \b
+    Example (crontab):
+      * * * * *  cd /path/to/project && launchkit run --quiet
+    """
+    from launchkit.runner import tick
+    from launchkit.views import print_tick, progress_bar
+
+    project = _project(ctx, now)
+    console = _console()
+    with progress_bar(console, enabled=not quiet) as progress:
+        report = tick(project, dry_run=dry_run, progress=progress)
+    if not quiet:
+        print_tick(console, report, dry_run=dry_run)
+
+
+@cli.group(cls=_Group)
+def audience() -> None:
+    """The contacts: import, add, list, tag, untag, unsubscribe, export."""
+
+
+@audience.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--tag", "tags", multiple=True, help="Tag every imported contact (repeatable).")
+@click.pass_context
+def audience_import(ctx: click.Context, file: Path, tags: tuple[str, ...]) -> None:
+    """Import contacts from a CSV export (Kit, Mailchimp, Substack, Excel…).
+
+    \b
+    Example:
+      launchkit audience import subscribers.csv --tag newsletter
+    """
+    from launchkit.audience import import_csv
+
+    report = import_csv(_project(ctx), file, tags=tags)
+    console = _console()
+    console.print(f"Imported {file.name}: {report.created} new, {report.updated} updated, {report.merged} duplicate rows merged.")
+    for problem in report.problems:
+        console.print(f"  skipped line {problem.line}: {problem.message}")
+
+
+@audience.command("add")
+@click.argument("email")
+@click.option("--first-name")
+@click.option("--last-name")
+@click.option("--tag", "tags", multiple=True, help="Repeatable.")
+@click.option("--field", "fields", multiple=True, metavar="NAME=VALUE", help="A custom field (repeatable).")
+@click.pass_context
+def audience_add(ctx: click.Context, email: str, first_name: str | None, last_name: str | None, tags: tuple[str, ...], fields: tuple[str, ...]) -> None:
+    """Add (or update) one contact.
+
+    \b
+    Example:
+      launchkit audience add camille@example.com --first-name Camille --tag newsletter --tag waitlist
+    """
+    from launchkit.audience import add
+
+    values = {}
+    for item in fields:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise click.BadParameter(f"expected NAME=VALUE; found {item!r}", param_hint="--field")
+        values[name.strip()] = value
+    created = add(_project(ctx), email, first_name=first_name, last_name=last_name, tags=tags, fields=values)
+    _console().print(f"{'Added' if created else 'Updated'} {email.strip().lower()}.")
+
+
+@audience.command("list")
+@click.option("--tag", "tag_name", help="Only contacts with this tag.")
+@click.option("--status", type=click.Choice(["subscribed", "unsubscribed", "bounced", "complained"]))
+@click.option("--limit", type=int, default=50, show_default=True, help="0 for all.")
+@click.pass_context
+def audience_list(ctx: click.Context, tag_name: str | None, status: str | None, limit: int) -> None:
+    """List contacts with their status and tags.
+
+    \b
+    Example:
+      launchkit audience list --tag waitlist
+    """
+    from launchkit.audience import contacts
+    from launchkit.views import print_contacts
+
+    print_contacts(_console(), contacts(_project(ctx), tag_name=tag_name, status=status), limit)
+
+
+@audience.command("tag")
+@click.argument("tag")
+@click.argument("emails", nargs=-1, required=True)
+@click.pass_context
+def audience_tag(ctx: click.Context, tag: str, emails: tuple[str, ...]) -> None:
+    """Add TAG to contacts.
+
+    \b
+    Example:
+      launchkit audience tag waitlist camille@example.com zoe@example.org
+    """
+    from launchkit.audience import tag as add_tag
+
+    added = add_tag(_project(ctx), emails, [tag])
+    _console().print(f"Tagged {added} contact(s) with {tag!r}.")
+
+
+@audience.command("untag")
+@click.argument("tag")
+@click.argument("emails", nargs=-1, required=True)
+@click.pass_context
+def audience_untag(ctx: click.Context, tag: str, emails: tuple[str, ...]) -> None:
+    """Remove TAG from contacts.
+
+    \b
+    Example:
+      launchkit audience untag waitlist camille@example.com
+    """
+    from launchkit.audience import untag
+
+    removed = untag(_project(ctx), emails, [tag])
+    _console().print(f"Removed {tag!r} from {removed} contact(s).")
+
+
+@audience.command("unsubscribe")
+@click.argument("email")
+@click.pass_context
+def audience_unsubscribe(ctx: click.Context, email: str) -> None:
+    """Unsubscribe a contact: nothing more is ever sent to them.
+
+    \b
+    Example:
+      launchkit audience unsubscribe camille@example.com
+    """
+    from launchkit.audience import unsubscribe
+
+    unsubscribe(_project(ctx), email)
+    _console().print(f"Unsubscribed {email.strip().lower()}.")
+
+
+@audience.command("export")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="File to write (default: standard output).")
+@click.option("--tag", "tag_name", help="Only contacts with this tag.")
+@click.option("--status", type=click.Choice(["subscribed", "unsubscribed", "bounced", "complained"]))
+@click.pass_context
+def audience_export(ctx: click.Context, output: Path | None, tag_name: str | None, status: str | None) -> None:
+    """Export contacts as CSV (cells that look like formulas are escaped).
+
+    \b
+    Example:
+      launchkit audience export -o contacts.csv
+    """
+    from launchkit.audience import export_csv
+
+    project = _project(ctx)
+    if output is None:
+        export_csv(project, sys.stdout, tag_name=tag_name, status=status)
+        return
+    with open(output, "w", encoding="utf-8", newline="") as handle:
+        count = export_csv(project, handle, tag_name=tag_name, status=status)
+    _console(stderr=True).print(f"Exported {count} contact(s) to {output}.")
+
+
+@cli.group(cls=_Group)
+def conversions() -> None:
+    """Purchases: typed by hand or imported from a platform's CSV export."""
+
+
+@conversions.command("add")
+@click.argument("email")
+@click.option("--product", required=True, help="The product id; a launch counts it when it matches [launch] product.")
+@click.option("--amount", required=True, type=click.FLOAT)
+@click.option("--currency")
+@click.option("--at", "at", metavar="ISO", help="When it was bought (default: now).")
+@click.option("--id", "external_id", help="The order id, so that adding it twice is harmless.")
+@click.option("--refunded", is_flag=True, help="Record it as refunded.")
+@click.pass_context
+def conversions_add(ctx: click.Context, email: str, product: str, amount: float, currency: str | None, at: str | None, external_id: str | None, refunded: bool) -> None:
+    """Record one purchase.
+
+    \b
+    Example:
+      launchkit conversions add camille@example.com --product academy --amount 297 --currency EUR
+    """
+    from decimal import Decimal
+
+    from launchkit.clock import parse_moment
+    from launchkit.conversions import Purchase, record
+
+    project = _project(ctx)
+    when = parse_moment(at, project.tz) if at else None
+    purchase = Purchase(email, product, Decimal(str(amount)), currency, when, external_id, refunded)
+    report = record(project, [purchase], source="manual")
+    _console().print("Recorded." if report.added else "Already recorded: nothing changed.")
+
+
+@conversions.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--product", help="The product, when the file has no product column.")
+@click.pass_context
+def conversions_import(ctx: click.Context, file: Path, product: str | None) -> None:
+    """Import purchases from a CSV export (Stripe, Gumroad, Lemon Squeezy…).
+
+    \b
+    Example:
+      launchkit conversions import sales.csv --product academy
+    """
+    from launchkit.conversions import import_csv
+
+    report = import_csv(_project(ctx), file, product=product)
+    console = _console()
+    console.print(f"Imported {file.name}: {report.added} new, {report.refunded} refunded, {report.known} already known.")
+    for problem in report.problems:
+        console.print(f"  skipped line {problem.line}: {problem.message}")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def plugins(ctx: click.Context, as_json: bool) -> None:
+    """List installed plugins, their hooks and versions, and any that failed to load.
+
+    \b
+    Example:
+      launchkit plugins --json
+    """
+    from launchkit.plugins import load_plugins
+    from launchkit.project import find_project_dir
+    from launchkit.views import print_plugins
+
+    try:
+        root: Path | None = find_project_dir(ctx.obj.get("project"))
+    except LaunchkitError:
+        root = None  # listing installed plugins needs no project
+    loaded = load_plugins(root)
+    if as_json:
+        entries = [vars(p) for p in loaded.loaded + loaded.errors]
+        click.echo(json.dumps({"plugins": entries, "providers": loaded.providers().owners}, indent=2))
+    else:
+        print_plugins(_console(), loaded)
+
+
+@cli.group(cls=_Group)
+def db() -> None:
+    """The database."""
+
+
+@db.command("upgrade")
+@click.pass_context
+def db_upgrade(ctx: click.Context) -> None:
+    """Apply schema migrations (a new database is also migrated on first use).
+
+    \b
+    Example:
+      launchkit db upgrade
+    """
+    revision = _project(ctx).store.upgrade()
+    _console().print(f"Database at schema revision {revision}.")
+
+
+def _register_plugin_commands() -> None:
+    from launchkit.plugins import load_plugins
+    from launchkit.project import find_project_dir
+
+    try:
+        root: Path | None = find_project_dir()
+    except LaunchkitError:
+        root = None
+    load_plugins(root).hook.register_commands(cli=cli)
+
+
+def main() -> None:
+    _register_plugin_commands()
+    cli(prog_name="launchkit")

@@ -1,0 +1,203 @@
+"""Turning an email of a launch and a contact into an ``OutgoingMessage``.
+
+Bodies and subjects are compiled once per email (Markdown rendered once, not per contact);
+each message is then a compiled-template render with the contact's context.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import jinja2
+from markupsafe import escape
+
+from launchkit import tokens
+from launchkit.config import Config
+from launchkit.errors import ConfigError, LaunchkitError, Problem
+from launchkit.spec import Email, Launch, Phase
+from launchkit.templates import CompiledBody, TemplateError, compile_body, compile_subject, render_subject
+from launchkit.types import OutgoingMessage
+
+LAYOUT = "layout"
+UNSUBSCRIBE_TEXT = {
+    "en": "Unsubscribe",
+    "fr": "Se désinscrire",
+    "de": "Abmelden",
+    "es": "Darse de baja",
+    "it": "Annulla l'iscrizione",
+    "pt": "Cancelar inscrição",
+    "nl": "Uitschrijven",
+}
+
+
+class RenderError(LaunchkitError):
+    """A template failed while rendering for one contact (a filter given a bad value…)."""
+
+
+class MissingFooter(RenderError):
+    """A rendered message lacks its unsubscribe link or postal address; it must not go out."""
+
+
+@dataclass
+class CompiledEmail:
+    subjects: list[jinja2.Template]
+    body: CompiledBody
+
+
+@dataclass(frozen=True)
+class PhaseView:
+    """``phase`` in templates: its name, start and end (launch time) and the time left."""
+
+    name: str
+    starts: datetime
+    ends: datetime | None
+    now: datetime
+
+    @property
+    def hours_left(self) -> int | None:
+        return None if self.ends is None else max(0, int((self.ends - self.now).total_seconds() // 3600))
+
+    @property
+    def days_left(self) -> int | None:
+        return None if self.ends is None else max(0, (self.ends - self.now).days)
+
+
+@dataclass(frozen=True)
+class SenderView:
+    name: str
+    address: str
+    postal_address: str
+
+
+class Composer:
+    """Renders one launch's emails for contacts."""
+
+    def __init__(self, config: Config, launch: Launch, project_dir: Path, secret: str, hook: Any = None):
+        self.config = config
+        self.launch = launch
+        self.project_dir = project_dir
+        self.secret = secret
+        self.hook = hook
+        self._compiled: dict[str, CompiledEmail] = {}
+        self._extra_context = bool(hook and hook.template_context.get_hookimpls())
+        sender = config.sender
+        self.sender = SenderView(sender.name, sender.address, sender.postal_address)
+        self.domain = sender.address.rsplit("@", 1)[-1]
+
+    def compiled(self, email: Email) -> CompiledEmail:
+        """Compile an email's subjects and body once; template errors name the file and line."""
+        if email.id not in self._compiled:
+            self._compiled[email.id] = self._compile(email)
+        return self._compiled[email.id]
+
+    def _compile(self, email: Email) -> CompiledEmail:
+        path = email.body
+        try:
+            source = path.read_text(encoding="utf-8")
+            text_path = path.with_suffix(".txt")
+            body = compile_body(
+                source,
+                kind="md" if path.suffix == ".md" else "html",
+                text_source=text_path.read_text(encoding="utf-8") if path.suffix == ".html" and text_path.exists() else None,
+                layout_html=self._layout(".html"),
+                layout_text=self._layout(".txt"),
+            )
+            front = body.front_matter
+            sources = email.subjects or _as_list(front.get("subject"))
+            if not sources:
+                raise TemplateError(f"email {email.id!r} has no subject: set `subject` in the launch file or in the body's front matter")
+            subjects = [compile_subject(s) for s in sources]
+        except TemplateError as exc:
+            raise ConfigError([Problem(path, exc.message, line=exc.line)]) from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError([Problem(path, f"cannot be read: {exc}")]) from None
+        return CompiledEmail(subjects, body)
+
+    def _layout(self, suffix: str) -> str | None:
+        for folder in (self.launch.body_dir, self.project_dir):
+            candidate = folder / (LAYOUT + suffix)
+            if candidate.is_file():
+                return candidate.read_text(encoding="utf-8")
+        return None
+
+    def unsubscribe_url(self, contact_id: int, email_id: str) -> str:
+        base = self.config.tracking.base_url
+        if base is None:
+            # Without a tracking server, a reply asking to unsubscribe is the honest way out.
+            address = self.config.sender.reply_to or self.sender.address
+            return f"mailto:{address}?subject={quote('unsubscribe ' + self.launch.id)}"
+        return f"{base}/u/{tokens.sign(self.secret, 'u', contact_id, self.launch.id, email_id)}"
+
+    def compose(self, email: Email, contact: Any, window: tuple[datetime, datetime | None], now: datetime) -> OutgoingMessage:
+        """The message ``email`` makes for ``contact``; raises MissingFooter if a footer is lost."""
+        compiled = self.compiled(email)
+        key = f"{self.launch.id}/{email.id}/{contact.id}"
+        variant = zlib.crc32(key.encode()) % len(compiled.subjects)
+        unsubscribe = self.unsubscribe_url(contact.id, email.id)
+        context = self.context(email.phase, email, contact, window, now, unsubscribe)
+        try:
+            subject = render_subject(compiled.subjects[variant], context)
+            html, text = compiled.body.render(context)
+        except (jinja2.TemplateError, TypeError, ValueError, ArithmeticError, AttributeError) as exc:
+            raise RenderError(f"email {email.id!r} could not be rendered for {contact.email}: {exc}") from None
+        if unsubscribe not in text or self.sender.postal_address not in text or str(escape(unsubscribe)) not in html:
+            raise MissingFooter(
+                f"the rendered email {email.id!r} lacks the unsubscribe link or the postal address "
+                f"(a custom layout must contain {{{{ unsubscribe_url }}}} and {{{{ sender.postal_address }}}})"
+            )
+        headers = {"List-Unsubscribe": f"<{unsubscribe}>"}
+        if unsubscribe.startswith("http"):
+            headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+        digest = format(zlib.crc32(f"{key}/{self.domain}".encode()), "08x")
+        return OutgoingMessage(
+            key=key,
+            message_id=f"<{self.launch.id}.{email.id}.{contact.id}.{digest}@{self.domain}>",
+            sender=self.config.sender.from_,
+            to=contact.email,
+            to_name=contact.name or None,
+            subject=subject,
+            text=text,
+            html=html,
+            reply_to=self.config.sender.reply_to,
+            headers=headers,
+            launch=self.launch.id,
+            email=email.id,
+            variant=variant,
+            contact_id=contact.id,
+            metadata={"launch": self.launch.id, "email": email.id},
+        )
+
+    def context(
+        self, phase: Phase, email: Email, contact: Any, window: tuple[datetime, datetime | None], now: datetime, unsubscribe: str
+    ) -> dict[str, Any]:
+        tz = self.launch.tz
+        start, end = window
+        lang = self.launch.lang
+        context: dict[str, Any] = {
+            "contact": contact,
+            "launch": self.launch.spec,
+            "phase": PhaseView(phase.name, start.astimezone(tz), end.astimezone(tz) if end else None, now.astimezone(tz)),
+            "email": {"id": email.id},
+            "links": dict(self.launch.spec.links),
+            "sender": self.sender,
+            "unsubscribe_url": unsubscribe,
+            "unsubscribe_text": UNSUBSCRIBE_TEXT.get(lang.split("-")[0], UNSUBSCRIBE_TEXT["en"]),
+            "lang": lang,
+            "now": now.astimezone(tz),
+        }
+        if self._extra_context:
+            for extra in self.hook.template_context(launch=self.launch, phase=phase, email=email, contact=contact):
+                if extra:
+                    context.update(extra)
+        return context
+
+
+def _as_list(value: Any) -> list[str]:
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else [str(v) for v in value]

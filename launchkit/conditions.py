@@ -1,0 +1,155 @@
+"""Conditions (``audience``, ``only``, ``unless``): sandboxed Jinja2 expressions with helpers.
+
+``tagged('waitlist') and not converted`` is compiled once and evaluated per contact at send
+time against ``Facts`` the store loads for a whole batch of contacts at once. Conditions
+made only of ``tagged()``, ``and``, ``or`` and ``not`` also compile to a ``Formula`` the store
+turns into SQL, so audiences are counted in the database instead of contact by contact.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import lru_cache
+from typing import Any, Callable, Mapping, Union
+
+from jinja2 import TemplateSyntaxError, nodes
+from jinja2.sandbox import SandboxedEnvironment
+
+HELPERS = {
+    "tagged": "tagged(NAME): the contact has this tag",
+    "converted": "converted: the contact bought this launch's product (net of refunds)",
+    "opened": "opened(EMAIL_ID): the contact opened this email of the launch",
+    "clicked": "clicked(EMAIL_ID): the contact clicked a link in this email of the launch",
+    "clicked_link": "clicked_link(LINK_NAME): the contact clicked this named link",
+}
+VARIABLES = {"contact", "launch", "phase", "now"}
+
+
+class ConditionError(ValueError):
+    """A condition that cannot be used; the message says why and what is allowed."""
+
+
+@dataclass
+class Facts:
+    """What conditions may ask about one contact, loaded in bulk by the store."""
+
+    tags: Mapping[str, datetime] = field(default_factory=dict)  #: tag -> when it was added
+    converted: bool = False
+    opened: set[str] = field(default_factory=set)
+    clicked: set[str] = field(default_factory=set)
+    clicked_links: set[str] = field(default_factory=set)
+
+
+# A boolean formula over tags: ("tag", name) | ("and", a, b) | ("or", a, b) | ("not", a) | ("const", bool)
+Formula = Union[tuple[str, Any], tuple[str, Any, Any]]
+
+
+@dataclass
+class Condition:
+    source: str
+    formula: Formula | None  #: SQL-translatable form, when the condition is only about tags
+    uses_events: bool  #: asks about opens or clicks (the store loads events only then)
+    _compiled: Callable[..., Any] = field(repr=False)
+
+    def evaluate(self, contact: Any, facts: Facts, extra: Mapping[str, Any] | None = None) -> tuple[bool, datetime | None]:
+        """Whether the condition holds, and since when as far as tags tell.
+
+        The second value is the latest time a tag the condition found was added: the moment
+        the contact entered an audience such as ``tagged('waitlist')``.
+        """
+        since: list[datetime] = []
+
+        def tagged(name: str) -> bool:
+            added = facts.tags.get(name)
+            if added is not None:
+                since.append(added)
+                return True
+            return False
+
+        context = dict(extra or {})
+        context.update(
+            contact=contact,
+            tagged=tagged,
+            converted=facts.converted,
+            opened=facts.opened.__contains__,
+            clicked=facts.clicked.__contains__,
+            clicked_link=facts.clicked_links.__contains__,
+        )
+        result = bool(self._compiled(**context))
+        return result, (max(since) if since else None)
+
+
+ALWAYS = "true"
+
+
+@lru_cache(maxsize=1)
+def _environment() -> SandboxedEnvironment:
+    return SandboxedEnvironment()
+
+
+def compile_condition(source: str, *, email_ids: set[str] | None = None, link_names: set[str] | None = None) -> Condition:
+    """Compile and check a condition; unknown names, helpers, email ids and links are errors."""
+    env = _environment()
+    try:
+        tree = env.parse("{{ (" + source + ") }}")
+        compiled = env.compile_expression(source)
+    except TemplateSyntaxError as exc:
+        raise ConditionError(f"is not a valid expression ({exc.message}): {source!r}") from None
+    uses_events = _check(tree, email_ids, link_names)
+    expression = tree.body[0].nodes[0]  # type: ignore[attr-defined]
+    return Condition(source, _formula(expression), uses_events, compiled)
+
+
+def _check(expression: nodes.Template, email_ids: set[str] | None, link_names: set[str] | None) -> bool:
+    uses_events = False
+    for name in expression.find_all(nodes.Name):
+        if name.name not in HELPERS and name.name not in VARIABLES:
+            allowed = ", ".join(sorted(HELPERS) + sorted(VARIABLES))
+            raise ConditionError(f"uses unknown name {name.name!r}; conditions may use {allowed}")
+    for call in expression.find_all(nodes.Call):
+        if not isinstance(call.node, nodes.Name):
+            continue
+        helper = call.node.name
+        if helper == "converted":
+            raise ConditionError("'converted' is a value, not a function: write `converted`, not `converted()`")
+        if helper not in HELPERS:
+            continue
+        if len(call.args) != 1 or call.kwargs or not isinstance(call.args[0], nodes.Const) or not isinstance(call.args[0].value, str):
+            raise ConditionError(f"{HELPERS[helper]} — give it one quoted name, e.g. {helper}('name')")
+        argument = call.args[0].value
+        if helper in ("opened", "clicked"):
+            uses_events = True
+            if email_ids is not None and argument not in email_ids:
+                raise ConditionError(f"{helper}({argument!r}) names no email of this launch (emails: {', '.join(sorted(email_ids))})")
+        elif helper == "clicked_link":
+            uses_events = True
+            if link_names is not None and argument not in link_names:
+                known = ", ".join(sorted(link_names)) or "none"
+                raise ConditionError(f"clicked_link({argument!r}) names no link in [launch.links] (links: {known})")
+    for name in expression.find_all(nodes.Name):
+        if name.name in ("opened", "clicked", "clicked_link"):
+            uses_events = True
+    return uses_events
+
+
+def _formula(node: nodes.Node) -> Formula | None:
+    if isinstance(node, nodes.Const) and isinstance(node.value, bool):
+        return ("const", node.value)
+    if isinstance(node, nodes.Not):
+        inner = _formula(node.node)
+        return ("not", inner) if inner else None
+    if isinstance(node, (nodes.And, nodes.Or)):
+        left, right = _formula(node.left), _formula(node.right)
+        if left and right:
+            return ("and" if isinstance(node, nodes.And) else "or", left, right)
+        return None
+    if (
+        isinstance(node, nodes.Call)
+        and isinstance(node.node, nodes.Name)
+        and node.node.name == "tagged"
+        and len(node.args) == 1
+        and isinstance(node.args[0], nodes.Const)
+    ):
+        return ("tag", node.args[0].value)
+    return None

@@ -1,0 +1,118 @@
+"""launchkit.toml: the project's settings, validated."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from email.utils import parseaddr
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
+
+from launchkit.errors import ConfigError, Problem
+from launchkit.fields import Duration, HttpUrl, Rate, TimezoneName
+from launchkit.tomlfile import expand_env, read_toml, validation_problems
+
+CONFIG_FILE = "launchkit.toml"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class ProjectSettings(Strict):
+    name: str
+    timezone: TimezoneName = "UTC"
+    database: str = "sqlite:///launchkit.db"
+    lang: str = "en"
+
+
+class SenderSettings(Strict):
+    from_: str = Field(alias="from", description="'Name <address>' shown as the sender.")
+    reply_to: str | None = None
+    postal_address: str = Field(description="Printed in every email's footer (CAN-SPAM, GDPR).")
+
+    @field_validator("from_")
+    @classmethod
+    def _has_address(cls, value: str) -> str:
+        name, address = parseaddr(value)
+        if "@" not in address or any(c in value for c in "\r\n"):
+            raise ValueError(f"expected 'Name <address@domain>'; found {value!r}")
+        return value
+
+    @property
+    def name(self) -> str:
+        return parseaddr(self.from_)[0]
+
+    @property
+    def address(self) -> str:
+        return parseaddr(self.from_)[1]
+
+
+class DeliverySettings(BaseModel):
+    # Extra keys are allowed only as provider tables: [delivery.postmark], [delivery.smtp]…
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    provider: str = "maildir"
+    rate: Rate | None = None
+    daily_cap: PositiveInt | None = None
+    late_by: Duration = timedelta(hours=6)
+
+    @model_validator(mode="after")
+    def _extras_are_tables(self) -> DeliverySettings:
+        for key, value in (self.model_extra or {}).items():
+            if not isinstance(value, dict):
+                raise ValueError(
+                    f"unknown key {key!r} in [delivery]; provider settings go in a table [delivery.{key}]"
+                )
+        return self
+
+    def provider_settings(self, name: str) -> dict[str, Any]:
+        return dict((self.model_extra or {}).get(name, {}))
+
+
+class TrackingSettings(Strict):
+    base_url: HttpUrl | None = None
+    opens: bool = True
+    clicks: bool = True
+    secret: str | None = Field(None, description="Signs tracking tokens; generated and stored in the database when absent.")
+
+    @field_validator("base_url", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        return (value.rstrip("/") or None) if isinstance(value, str) else value
+
+
+class Config(Strict):
+    project: ProjectSettings
+    sender: SenderSettings
+    delivery: DeliverySettings = DeliverySettings()
+    tracking: TrackingSettings = TrackingSettings()
+    webhooks: dict[str, dict[str, Any]] = {}
+
+
+def load_config(project_dir: Path) -> Config:
+    """Read and validate ``launchkit.toml``; raises ConfigError listing every problem."""
+    path = project_dir / CONFIG_FILE
+    data, text = read_toml(path)
+    problems: list[Problem] = []
+    # Provider and webhook tables are expanded when used, so an unused provider's missing
+    # secret does not stop the project from working.
+    for section in ("project", "sender", "tracking"):
+        if isinstance(data.get(section), dict):
+            data[section] = expand_env(data[section], (section,), path, problems)
+    if problems:
+        raise ConfigError(problems)
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(validation_problems(exc, path, text)) from None
+
+
+def expanded(settings: dict[str, Any], section: str, project_dir: Path) -> dict[str, Any]:
+    """A provider or webhook table with ``${VAR}`` expanded; unset variables raise ConfigError."""
+    problems: list[Problem] = []
+    result = expand_env(settings, tuple(section.split(".")), project_dir / CONFIG_FILE, problems)
+    if problems:
+        raise ConfigError(problems)
+    return result

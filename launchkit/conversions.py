@@ -1,0 +1,101 @@
+"""Purchases and refunds typed by hand or imported from a platform's CSV export."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+
+from launchkit.clock import parse_moment
+from launchkit.csvfiles import CsvProblem, normalize_email, read_conversions_csv
+from launchkit.errors import LaunchkitError
+from launchkit.project import Project
+from launchkit.store import history
+from launchkit.types import Event
+
+log = logging.getLogger("launchkit")
+
+
+@dataclass
+class Purchase:
+    email: str
+    product: str
+    amount: Decimal
+    currency: str | None = None
+    occurred_at: datetime | None = None  #: the platform's time; defaults to now
+    external_id: str | None = None  #: the platform's order id; makes re-imports harmless
+    refunded: bool = False
+
+
+@dataclass
+class ConversionsReport:
+    added: int = 0
+    refunded: int = 0
+    known: int = 0  #: already recorded (same source and id)
+    problems: list[CsvProblem] = field(default_factory=list)
+
+
+def record(project: Project, purchases: list[Purchase], *, source: str) -> ConversionsReport:
+    """Store purchases (and their refunds) in one transaction, then tell ``on_event`` plugins."""
+    report = ConversionsReport()
+    now = project.now()
+    stored: list[Event] = []
+    with project.store.begin() as conn:
+        for p in purchases:
+            email = _address(p.email)
+            at = p.occurred_at or now
+            external_id = p.external_id or _derived_id(email, p.product, p.amount, at)
+            if history.record_conversion(
+                conn, email=email, product=p.product, amount=p.amount, currency=p.currency,
+                occurred_at=at, source=source, external_id=external_id, now=now,
+            ):
+                report.added += 1
+                stored.append(Event("converted", email, at, data={"product": p.product, "amount": str(p.amount), "currency": p.currency}))
+            else:
+                report.known += 1
+            if p.refunded and history.record_refund(conn, source=source, external_id=external_id, refunded_at=at, now=now):
+                report.refunded += 1
+                stored.append(Event("refunded", email, at, data={"product": p.product}))
+    for event in stored:
+        notify(project, event)
+    return report
+
+
+def import_csv(project: Project, path: Path, *, product: str | None = None) -> ConversionsReport:
+    parsed = read_conversions_csv(path, default_product=product)
+    tz = project.tz
+    purchases = [
+        Purchase(
+            r.email, r.product, r.amount, r.currency,
+            (parse_moment(r.occurred_at.isoformat(), tz) if r.occurred_at else None),
+            r.external_id, r.refunded,
+        )
+        for r in parsed.rows
+    ]
+    report = record(project, purchases, source=f"csv:{path.name}")
+    report.problems = parsed.problems
+    return report
+
+
+def notify(project: Project, event: Event) -> None:
+    """Call ``on_event`` hooks; a failing plugin is logged and does not undo the event."""
+    for impl in project.plugins.hook.on_event.get_hookimpls():
+        try:
+            impl.function(event=event)
+        except Exception:
+            log.exception("plugin %r failed in on_event", impl.plugin_name)
+
+
+def _address(email: str) -> str:
+    try:
+        return normalize_email(email)
+    except ValueError as exc:
+        raise LaunchkitError(f"{email!r} is not a valid email address: {exc}") from None
+
+
+def _derived_id(email: str, product: str, amount: Decimal, at: datetime) -> str:
+    # Purchases typed by hand have no order id; this one makes typing the same one twice harmless.
+    return hashlib.sha256(f"{email}|{product}|{amount}|{at.isoformat()}".encode()).hexdigest()[:32]

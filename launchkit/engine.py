@@ -1,0 +1,307 @@
+"""The tick: plan what the launches call for, then send what is due. Knows no provider.
+
+Planning is incremental: each launch remembers the last contact revision it planned, so a
+tick looks only at contacts changed since (an index range, not a scan of the audience),
+and plans everyone again only when the launch file itself changed.
+
+Dispatch claims due rows in batches, re-checks at send time everything that can have
+changed (subscription status, audiences, ``only``/``unless``, lateness), renders, marks the
+rows ``sending``, hands them to the provider in batches of its ``max_batch``, and records
+each result. A row is marked ``sending`` before the provider sees it, so a crash can only
+leave it in doubt, never send it twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import uuid
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable, Iterable, Sequence
+
+from sqlalchemy import Connection
+
+from launchkit.compose import Composer, RenderError
+from launchkit.conditions import Facts
+from launchkit.errors import ConfigError
+from launchkit.planner import LAUNCH_JOIN, plan_contact
+from launchkit.spec import Email, Launch
+from launchkit.store import contacts as contact_store
+from launchkit.store import outbox
+from launchkit.types import OutgoingMessage, Provider, SendResult, SendStatus, SkipMessage
+
+log = logging.getLogger("launchkit")
+
+CLAIM_BATCH = 1000
+LEASE = timedelta(minutes=10)
+MAX_ATTEMPTS = 8
+BACKOFF_BASE = timedelta(minutes=1)
+BACKOFF_CAP = timedelta(hours=1)
+
+Transaction = Callable[[], AbstractContextManager[Connection]]
+Progress = Callable[[str, int], None]
+
+
+@dataclass
+class TickReport:
+    """What one tick did, for the CLI to print."""
+
+    planned: int = 0
+    sent: int = 0
+    retried: int = 0
+    failed: int = 0
+    missed: int = 0
+    skipped: int = 0
+    in_doubt: int = 0
+    recovered: int = 0
+    locked: bool = False  #: another tick held the lock; this one did nothing
+    would_send: list[OutgoingMessage] = field(default_factory=list)  #: dry run only
+
+    def add(self, status: str, n: int = 1) -> None:
+        attribute = {"sent": "sent", "scheduled": "retried", "failed": "failed", "missed": "missed", "skipped": "skipped", "in_doubt": "in_doubt"}[status]
+        setattr(self, attribute, getattr(self, attribute) + n)
+
+
+@dataclass
+class Tick:
+    """One tick's collaborators: the store's transactions, the launches, how to compose and send."""
+
+    transaction: Transaction
+    launches: dict[str, Launch]
+    composers: dict[str, Composer]
+    provider: Provider | None  #: None in a dry run
+    provider_name: str
+    hook: Any
+    now: datetime
+    progress: Progress | None = None
+
+    def run(self, *, every_orphan: bool) -> TickReport:
+        report = TickReport()
+        real_now = datetime.now(timezone.utc)
+        with self.transaction() as conn:
+            requeued, in_doubt = outbox.recover(conn, real_now, every_orphan=every_orphan)
+        report.recovered, report.in_doubt = requeued, in_doubt
+        for launch in self.launches.values():
+            report.planned += self.plan(launch)
+        self.dispatch(report)
+        return report
+
+    # Planning.
+
+    def plan(self, launch: Launch) -> int:
+        """Plan contacts changed since the launch last planned; all of them if its file changed."""
+        with self.transaction() as conn:
+            state = outbox.planning_state(conn, launch.id)
+        since = state[1] if state and state[0] == launch.fingerprint else 0
+        written = 0
+        after: tuple[int, int] | None = None
+        while True:
+            with self.transaction() as conn:
+                people = contact_store.changed_since(conn, since, after)
+                if not people:
+                    break
+                written += self._plan_batch(conn, launch, people)
+            after = (people[-1].revision, people[-1].id)
+            if self.progress:
+                self.progress(f"planning {launch.id}", len(people))
+        latest = after[0] if after else since
+        with self.transaction() as conn:
+            if since == 0 and state is not None:
+                outbox.unschedule_missing_emails(conn, launch.id, [e.id for e in launch.emails], self.now)
+            outbox.save_planning_state(conn, launch.id, launch.fingerprint, latest, self.now)
+        return written
+
+    def _plan_batch(self, conn: Connection, launch: Launch, people: Sequence[Any]) -> int:
+        facts = contact_store.facts_for(conn, people, products=launch.products)
+        known = outbox.joins_for(conn, launch.id, [p.id for p in people])
+        joins: list[dict[str, Any]] = []
+        rows: list[dict[str, Any]] = []
+        for person in people:
+            earlier = known.get(person.id, {})
+            plan = plan_contact(launch, person, facts[person.id], earlier, self.now)
+            joins.extend(dict(contact_id=person.id, phase=p, joined_at=t) for p, t in plan.joins.items() if p not in earlier)
+            rows.extend(
+                dict(
+                    email_id=d.email.id,
+                    contact_id=person.id,
+                    phase=d.email.phase.name,
+                    due_at=d.due_at,
+                    next_attempt_at=d.due_at,
+                    status=d.status,
+                    reason=d.reason,
+                )
+                for d in plan.deliveries
+            )
+        outbox.write_plan(conn, launch.id, joins, rows, self.now)
+        return len(rows)
+
+    # Dispatch.
+
+    def dispatch(self, report: TickReport) -> None:
+        token = uuid.uuid4().hex
+        while True:
+            with self.transaction() as conn:
+                claimed = outbox.claim(conn, self.now, limit=CLAIM_BATCH, token=token, lease_until=_real_now() + LEASE)
+            if not claimed:
+                return
+            self._dispatch_batch(claimed, token, report)
+            if self.progress:
+                self.progress("sending", len(claimed))
+
+    def _dispatch_batch(self, claimed: Sequence[outbox.Claimed], token: str, report: TickReport) -> None:
+        outcomes: list[dict[str, Any]] = []
+        to_send: list[tuple[outbox.Claimed, OutgoingMessage]] = []
+        with self.transaction() as conn:
+            people = contact_store.by_ids(conn, sorted({c.contact_id for c in claimed}))
+            for launch_id, rows in _group(claimed, lambda r: r.launch_id).items():
+                launch = self.launches.get(launch_id)
+                if launch is None:
+                    outcomes += [_outcome(r, outbox.SKIPPED, f"launch {launch_id!r} is no longer in sequences/") for r in rows]
+                    continue
+                checked, ready = self._check(conn, launch, rows, people)
+                outcomes += checked
+                to_send += ready
+        for outcome in outcomes:
+            report.add(outcome["status"])
+        if self.provider is None:
+            # A dry run's transaction is rolled back; settling the rows as sent only moves
+            # the claim loop past them.
+            report.would_send += [m for _, m in to_send]
+            outcomes += [_outcome(r, outbox.SENT, "dry run") for r, _ in to_send]
+        else:
+            with self.transaction() as conn:
+                outbox.mark_sending(conn, token, [r.id for r, _ in to_send], _real_now() + LEASE)
+            outcomes += self._send(to_send, report)
+        with self.transaction() as conn:
+            outbox.settle(conn, token, outcomes, self.now)
+
+    def _check(
+        self, conn: Connection, launch: Launch, rows: Sequence[outbox.Claimed], people: dict[int, Any]
+    ) -> tuple[list[dict[str, Any]], list[tuple[outbox.Claimed, OutgoingMessage]]]:
+        """Send-time checks and rendering: returns (rows settled now, messages to send)."""
+        composer = self.composers[launch.id]
+        present = [people[r.contact_id] for r in rows if r.contact_id in people]
+        with_events = launch.audience.uses_events or any(
+            c.uses_events for e in launch.emails for c in (e.only, e.unless, e.phase.audience) if c is not None
+        )
+        facts = contact_store.facts_for(conn, present, products=launch.products, launch_id=launch.id, with_events=with_events)
+        joins = outbox.joins_for(conn, launch.id, [p.id for p in present]) if launch.evergreen else {}
+        settled: list[dict[str, Any]] = []
+        ready: list[tuple[outbox.Claimed, OutgoingMessage]] = []
+        for row in rows:
+            person = people.get(row.contact_id)
+            try:
+                email = launch.email(row.email_id)
+            except Exception:
+                settled.append(_outcome(row, outbox.SKIPPED, "the email was removed from the launch file"))
+                continue
+            late = self.now - row.due_at
+            if late > email.late_by:
+                settled.append(_outcome(row, outbox.MISSED, f"{_human(late)} late; this email's late_by is {_human(email.late_by)}"))
+                continue
+            if person is None or not person.sendable:
+                settled.append(_outcome(row, outbox.SKIPPED, f"contact is {person.status if person else 'gone'}"))
+                continue
+            reason = self._excluded(launch, email, person, facts[person.id])
+            if reason:
+                settled.append(_outcome(row, outbox.SKIPPED, reason))
+                continue
+            clock = joins.get(person.id, {}).get(LAUNCH_JOIN) if launch.evergreen else None
+            try:
+                message = composer.compose(email, person, launch.window(email.phase, clock), self.now)
+                self.hook.before_send(message=message)
+            except SkipMessage as exc:
+                settled.append(_outcome(row, outbox.SKIPPED, f"vetoed by a plugin: {exc}"))
+                continue
+            except (RenderError, ConfigError) as exc:
+                settled.append(_outcome(row, outbox.FAILED, str(exc)))
+                continue
+            ready.append((row, message))
+        return settled, ready
+
+    def _excluded(self, launch: Launch, email: Email, person: Any, facts: Facts) -> str | None:
+        """Why this contact must not get this email now, or None."""
+        context = {"launch": launch.spec, "now": self.now}
+        if not launch.audience.evaluate(person, facts, context)[0]:
+            return "no longer in the launch audience"
+        phase = email.phase
+        if phase.audience is not None and not phase.audience.evaluate(person, facts, context)[0]:
+            return f"no longer in the {phase.name!r} phase audience"
+        if email.only is not None and not email.only.evaluate(person, facts, context)[0]:
+            return f"only = {email.only.source!r} is false"
+        if email.unless is not None and email.unless.evaluate(person, facts, context)[0]:
+            return f"unless = {email.unless.source!r} is true"
+        return None
+
+    def _send(self, batch: Sequence[tuple[outbox.Claimed, OutgoingMessage]], report: TickReport) -> list[dict[str, Any]]:
+        assert self.provider is not None
+        outcomes: list[dict[str, Any]] = []
+        size = max(1, self.provider.max_batch)
+        for start in range(0, len(batch), size):
+            chunk = batch[start : start + size]
+            by_key = {m.key: r for r, m in chunk}
+            try:
+                results = self.provider.send([m for _, m in chunk])
+            except Exception as exc:  # the provider's fault, not the messages': their fate is unknown
+                log.exception("provider %s raised while sending", self.provider_name)
+                outcomes += [_outcome(r, outbox.IN_DOUBT, f"provider {self.provider_name!r} raised {exc!r} while sending") for r, _ in chunk]
+                report.add(outbox.IN_DOUBT, len(chunk))
+                continue
+            answered = set()
+            for result in results:
+                row = by_key.get(result.key)
+                if row is None or result.key in answered:
+                    continue
+                answered.add(result.key)
+                outcome = self._result(row, result, variant=next(m.variant for r, m in chunk if r is row))
+                report.add(outcome["status"])
+                outcomes.append(outcome)
+            for key in by_key.keys() - answered:
+                outcomes.append(_outcome(by_key[key], outbox.IN_DOUBT, f"provider {self.provider_name!r} gave no result for it"))
+                report.add(outbox.IN_DOUBT)
+        return outcomes
+
+    def _result(self, row: outbox.Claimed, result: SendResult, variant: int) -> dict[str, Any]:
+        base = dict(oid=row.id, variant=variant, provider=self.provider_name, attempts=row.attempts + 1, reason=result.reason)
+        if result.status == SendStatus.ACCEPTED:
+            return dict(base, status=outbox.SENT, provider_message_id=result.provider_message_id, sent_at=self.now)
+        if result.status == SendStatus.TRANSIENT and row.attempts + 1 < MAX_ATTEMPTS:
+            delay = _backoff(row.attempts, result.retry_after)
+            return dict(base, status=outbox.SCHEDULED, next_attempt_at=self.now + delay)
+        if result.status == SendStatus.TRANSIENT:
+            return dict(base, status=outbox.FAILED, reason=f"gave up after {MAX_ATTEMPTS} attempts: {result.reason}")
+        return dict(base, status=outbox.FAILED)
+
+
+def _backoff(attempts: int, retry_after: float | None) -> timedelta:
+    """Exponential backoff with full jitter, never sooner than the provider asked."""
+    ceiling = min(BACKOFF_CAP, BACKOFF_BASE * (2**attempts))
+    delay = timedelta(seconds=random.uniform(ceiling.total_seconds() / 2, ceiling.total_seconds()))
+    return max(delay, timedelta(seconds=retry_after or 0))
+
+
+def _outcome(row: outbox.Claimed, status: str, reason: str | None = None) -> dict[str, Any]:
+    return dict(oid=row.id, status=status, reason=reason)
+
+
+def _group(rows: Iterable[Any], key: Callable[[Any], str]) -> dict[str, list[Any]]:
+    groups: dict[str, list[Any]] = {}
+    for row in rows:
+        groups.setdefault(key(row), []).append(row)
+    return groups
+
+
+def _real_now() -> datetime:
+    # Leases guard against dead processes, so they run on the real clock even when
+    # LAUNCHKIT_NOW replays a launch in simulated time.
+    return datetime.now(timezone.utc)
+
+
+def _human(delta: timedelta) -> str:
+    minutes = int(delta.total_seconds() // 60)
+    days, rest = divmod(minutes, 1440)
+    hours, minutes = divmod(rest, 60)
+    parts = [f"{days}d" if days else "", f"{hours}h" if hours else "", f"{minutes}m" if minutes else ""]
+    return " ".join(p for p in parts if p) or "0m"

@@ -1,0 +1,14 @@
+"""Alembic environment: launchkit always passes the connection to migrate."""
+
+from alembic import context
+
+from launchkit.store.tables import metadata
+
+connection = context.config.attributes["connection"]
+context.configure(
+    connection=connection,
+    target_metadata=metadata,
+    render_as_batch=connection.dialect.name == "sqlite",  # SQLite alters tables by copying them
+)
+with context.begin_transaction():
+    context.run_migrations()

@@ -1,0 +1,54 @@
+"""RFC 5322 messages from ``OutgoingMessage``: for providers that speak MIME (maildir, SMTP, SES raw).
+
+Part of the public API. Header values are checked for CR/LF, because a line break in a
+name or a subject would let one contact's data add headers (or recipients) to a message.
+"""
+
+from __future__ import annotations
+
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.policy import SMTP
+from email.utils import format_datetime, parseaddr
+from datetime import datetime, timezone
+
+from launchkit.types import OutgoingMessage
+
+
+class HeaderInjection(ValueError):
+    """A header value contains a line break."""
+
+
+def _clean(name: str, value: str) -> str:
+    if "\r" in value or "\n" in value:
+        raise HeaderInjection(f"the {name} contains a line break, which could inject headers: {value!r}")
+    return value
+
+
+def _address(name: str | None, address: str, header: str) -> Address:
+    _clean(header, address)
+    username, _, domain = address.rpartition("@")
+    return Address(display_name=_clean(header, name or ""), username=username, domain=domain)
+
+
+def to_email_message(message: OutgoingMessage, *, date: datetime | None = None) -> EmailMessage:
+    """A multipart/alternative (text, then HTML) message with every header launchkit sets."""
+    mail = EmailMessage(policy=SMTP)
+    sender_name, sender_address = parseaddr(message.sender)
+    mail["From"] = _address(sender_name, sender_address, "sender")
+    mail["To"] = _address(message.to_name, message.to, "recipient")
+    if message.reply_to:
+        mail["Reply-To"] = _clean("reply-to", message.reply_to)
+    mail["Subject"] = _clean("subject", message.subject)
+    mail["Date"] = format_datetime(date or datetime.now(timezone.utc))
+    mail["Message-ID"] = _clean("message id", message.message_id)
+    for name, value in message.headers.items():
+        mail[_clean("header name", name)] = _clean(f"{name} header", value)
+    mail.set_content(message.text, subtype="plain", charset="utf-8")
+    mail.add_alternative(message.html, subtype="html", charset="utf-8")
+    return mail
+
+
+def to_bytes(message: OutgoingMessage) -> bytes:
+    """The message as it goes on the wire (CRLF line endings)."""
+    return to_email_message(message).as_bytes()

@@ -1,0 +1,108 @@
+"""A project on disk: its settings, launches, database and plugins, loaded on demand.
+
+This is the library the CLI is a thin layer over: everything a command does is a call here
+or in the modules it names.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cached_property
+from pathlib import Path
+from typing import Iterator
+from zoneinfo import ZoneInfo
+
+from launchkit import clock
+from launchkit.config import CONFIG_FILE, Config, expanded, load_config
+from launchkit.errors import ConfigError, LaunchkitError, Problem
+from launchkit.plugins import Plugins, load_plugins
+from launchkit.spec import Launch, launch_files, load_launch
+from launchkit.store import Store
+from launchkit.types import Provider, ProviderContext
+
+PROJECT_ENV = "LAUNCHKIT_PROJECT"
+
+
+def find_project_dir(start: Path | None = None) -> Path:
+    """The folder holding launchkit.toml: ``start``, LAUNCHKIT_PROJECT, or the nearest parent."""
+    if start is None and os.environ.get(PROJECT_ENV):
+        start = Path(os.environ[PROJECT_ENV])
+    if start is not None:
+        if not (start / CONFIG_FILE).is_file():
+            raise LaunchkitError(f"no {CONFIG_FILE} in {start}; create a project there with `launchkit init {start}`")
+        return start.resolve()
+    here = Path.cwd().resolve()
+    for folder in (here, *here.parents):
+        if (folder / CONFIG_FILE).is_file():
+            return folder
+    raise LaunchkitError(
+        f"no {CONFIG_FILE} here or in any parent folder; run `launchkit init DIR` to create a project, "
+        f"or pass --project DIR"
+    )
+
+
+@dataclass
+class Project:
+    root: Path
+    now_override: str | None = None
+
+    @classmethod
+    def open(cls, root: Path | None = None, *, now: str | None = None) -> Project:
+        return cls(find_project_dir(root), now)
+
+    @cached_property
+    def config(self) -> Config:
+        return load_config(self.root)
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.config.project.timezone)
+
+    def now(self) -> datetime:
+        return clock.now(self.tz, self.now_override)
+
+    @cached_property
+    def launches(self) -> dict[str, Launch]:
+        """Every launch in sequences/, checked; raises ConfigError listing all their problems."""
+        found: dict[str, Launch] = {}
+        problems: list[Problem] = []
+        for path in launch_files(self.root):
+            try:
+                found[path.stem] = load_launch(path, self.config)
+            except ConfigError as exc:
+                problems += exc.problems
+        if problems:
+            raise ConfigError(problems)
+        return found
+
+    def launch(self, launch_id: str) -> Launch:
+        if launch_id not in self.launches:
+            known = ", ".join(self.launches) or "none"
+            raise LaunchkitError(f"no launch {launch_id!r} in {self.root / 'sequences'} (launches: {known})")
+        return self.launches[launch_id]
+
+    @cached_property
+    def store(self) -> Store:
+        return Store(self.config.project.database, self.root)
+
+    @cached_property
+    def plugins(self) -> Plugins:
+        return load_plugins(self.root)
+
+    def secret(self) -> str:
+        return self.config.tracking.secret or self.store.secret()
+
+    def provider(self, name: str | None = None) -> Provider:
+        """The configured delivery provider (or ``name``), built by its plugin's factory."""
+        name = name or self.config.delivery.provider
+        factory = self.plugins.providers().get(name, "delivery provider")
+        settings = expanded(self.config.delivery.provider_settings(name), f"delivery.{name}", self.root)
+        return factory(ProviderContext(name=name, settings=settings, project_dir=self.root))
+
+    @contextmanager
+    def transaction(self) -> Iterator[object]:
+        with self.store.begin() as conn:
+            yield conn

@@ -1,0 +1,99 @@
+"""Running ticks and previews for a project: the engine wired to the project's parts."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from typing import Iterator
+
+from sqlalchemy import Connection
+
+from launchkit.compose import Composer
+from launchkit.engine import Progress, Tick, TickReport
+from launchkit.errors import LaunchkitError
+from launchkit.planner import LAUNCH_JOIN
+from launchkit.project import Project
+from launchkit.store import contacts as contact_store
+from launchkit.store import outbox
+from launchkit.store.contacts import Contact
+from launchkit.types import OutgoingMessage
+
+
+def composers(project: Project, secret: str) -> dict[str, Composer]:
+    return {
+        launch_id: Composer(project.config, launch, project.root, secret, project.plugins.hook)
+        for launch_id, launch in project.launches.items()
+    }
+
+
+def tick(project: Project, *, dry_run: bool = False, progress: Progress | None = None) -> TickReport:
+    """One tick: plan and send everything due at the project's ``now``.
+
+    On SQLite a second tick started while one runs returns at once with ``locked`` set.
+    A dry run does everything but send, in a transaction that is rolled back.
+    """
+    launches = project.launches
+    store = project.store
+    store.ensure_schema()
+    with store.tick_lock() as acquired:
+        if not acquired:
+            return TickReport(locked=True)
+        secret = project.secret()
+        provider = None if dry_run else project.provider()
+        engine = Tick(
+            transaction=store.begin,
+            launches=launches,
+            composers=composers(project, secret),
+            provider=provider,
+            provider_name=project.config.delivery.provider,
+            hook=project.plugins.hook,
+            now=project.now(),
+            progress=progress,
+        )
+        try:
+            if dry_run:
+                with _rolled_back(store.engine.connect()) as transaction:
+                    engine.transaction = transaction
+                    return engine.run(every_orphan=store.is_sqlite)
+            return engine.run(every_orphan=store.is_sqlite)
+        finally:
+            if provider is not None:
+                provider.close()
+
+
+@contextmanager
+def _rolled_back(connection: Connection) -> Iterator[object]:
+    """Transactions that are savepoints inside one outer transaction, rolled back at the end."""
+    with connection:
+        outer = connection.begin()
+
+        @contextmanager
+        def savepoint() -> Iterator[Connection]:
+            with connection.begin_nested():
+                yield connection
+
+        try:
+            yield savepoint
+        finally:
+            outer.rollback()
+
+
+SAMPLE_CONTACT = Contact(0, "preview@example.com", "Camille", "Martin", {}, "subscribed", datetime(2000, 1, 1, tzinfo=timezone.utc))
+
+
+def preview(project: Project, launch_id: str, email_id: str, address: str | None = None) -> OutgoingMessage:
+    """The message ``email_id`` would be for ``address`` (a sample contact when None)."""
+    launch = project.launch(launch_id)
+    email = launch.email(email_id)
+    now = project.now()
+    person: Contact = SAMPLE_CONTACT
+    clock: datetime | None = now
+    if address is not None:
+        with project.store.connect() as conn:
+            found = contact_store.find(conn, address.strip().lower())
+            if found is None:
+                raise LaunchkitError(f"no contact {address!r}; `launchkit audience list` shows who is there")
+            person = found
+            clock = outbox.joins_for(conn, launch.id, [person.id]).get(person.id, {}).get(LAUNCH_JOIN, now)
+    composer = Composer(project.config, launch, project.root, project.secret(), project.plugins.hook)
+    return composer.compose(email, person, launch.window(email.phase, clock if launch.evergreen else None), now)

@@ -1,0 +1,213 @@
+"""The outbox: one row per launch × email × contact, and the launches' planning state.
+
+Row life: scheduled → claimed (by one tick, with a token and a lease) → sending (handed to
+the provider) → sent | failed | scheduled again (transient failure, later attempt).
+Planning can also write skipped rows; dispatch writes missed and skipped ones. A row left
+claimed by a dead worker goes back to scheduled (it never reached the provider); one left
+sending becomes in_doubt, because only the provider knows whether it went out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Iterable, Sequence
+
+from sqlalchemy import Connection, and_, bindparam, func, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from launchkit.store.tables import enrolments, launches, outbox
+
+SCHEDULED = "scheduled"
+CLAIMED = "claimed"
+SENDING = "sending"
+SENT = "sent"
+FAILED = "failed"
+MISSED = "missed"
+SKIPPED = "skipped"
+IN_DOUBT = "in_doubt"
+STATUSES = (SCHEDULED, CLAIMED, SENDING, SENT, FAILED, MISSED, SKIPPED, IN_DOUBT)
+
+_CHUNK = 500
+
+
+@dataclass
+class Claimed:
+    id: int
+    launch_id: str
+    email_id: str
+    contact_id: int
+    phase: str
+    due_at: datetime
+    attempts: int
+
+
+def _insert(conn: Connection) -> Any:
+    return postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+
+
+def planning_state(conn: Connection, launch_id: str) -> tuple[str, int] | None:
+    row = conn.execute(select(launches.c.fingerprint, launches.c.planned_revision).where(launches.c.id == launch_id)).first()
+    return (row.fingerprint, row.planned_revision) if row else None
+
+
+def save_planning_state(conn: Connection, launch_id: str, fingerprint: str, revision: int, now: datetime) -> None:
+    stmt = _insert(conn)(launches).values(id=launch_id, fingerprint=fingerprint, planned_revision=revision, updated_at=now)
+    conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[launches.c.id],
+            set_=dict(fingerprint=fingerprint, planned_revision=revision, updated_at=now),
+        )
+    )
+
+
+def joins_for(conn: Connection, launch_id: str, contact_ids: Sequence[int]) -> dict[int, dict[str, datetime]]:
+    found: dict[int, dict[str, datetime]] = {}
+    for start in range(0, len(contact_ids), _CHUNK):
+        for contact_id, phase, joined_at in conn.execute(
+            select(enrolments.c.contact_id, enrolments.c.phase, enrolments.c.joined_at).where(
+                enrolments.c.launch_id == launch_id, enrolments.c.contact_id.in_(contact_ids[start : start + _CHUNK])
+            )
+        ):
+            found.setdefault(contact_id, {})[phase] = joined_at
+    return found
+
+
+def write_plan(conn: Connection, launch_id: str, joins: list[dict[str, Any]], rows: list[dict[str, Any]], now: datetime) -> None:
+    """Record joins (first one wins) and upsert planned rows.
+
+    Planning runs again whenever a contact or the launch file changes, so a row that is
+    still scheduled and never attempted takes the new plan; any other row is history and
+    is left as it is. The unique key makes concurrent planners harmless.
+    """
+    insert_ = _insert(conn)
+    if joins:
+        conn.execute(
+            insert_(enrolments).on_conflict_do_nothing(index_elements=["launch_id", "contact_id", "phase"]),
+            [dict(launch_id=launch_id, **j) for j in joins],
+        )
+    if rows:
+        stmt = insert_(outbox)
+        conn.execute(
+            stmt.on_conflict_do_update(
+                index_elements=["launch_id", "email_id", "contact_id"],
+                set_=dict(
+                    phase=stmt.excluded.phase,
+                    due_at=stmt.excluded.due_at,
+                    next_attempt_at=stmt.excluded.next_attempt_at,
+                    status=stmt.excluded.status,
+                    reason=stmt.excluded.reason,
+                    updated_at=stmt.excluded.updated_at,
+                ),
+                # or_ of equalities: an IN list cannot be bound in an executemany.
+                where=and_(or_(outbox.c.status == SCHEDULED, outbox.c.status == SKIPPED), outbox.c.attempts == 0),
+            ),
+            [dict(launch_id=launch_id, variant=0, attempts=0, updated_at=now, **r) for r in rows],
+        )
+
+
+def unschedule_missing_emails(conn: Connection, launch_id: str, email_ids: Iterable[str], now: datetime) -> int:
+    """Rows still scheduled for emails removed from the launch file are skipped, not sent."""
+    return conn.execute(
+        update(outbox)
+        .where(outbox.c.launch_id == launch_id, outbox.c.status == SCHEDULED, outbox.c.email_id.not_in(list(email_ids)))
+        .values(status=SKIPPED, reason="the email was removed from the launch file", updated_at=now)
+    ).rowcount
+
+
+def recover(conn: Connection, real_now: datetime, *, every_orphan: bool) -> tuple[int, int]:
+    """Rows whose worker died: claimed ones are rescheduled, sending ones become in_doubt.
+
+    With ``every_orphan`` (the SQLite tick lock is held, so no other worker is alive) all
+    such rows are orphans; otherwise only those whose lease has expired.
+    """
+    expired = outbox.c.lease_expires < real_now if not every_orphan else outbox.c.lease_expires.is_not(None)
+    requeued = conn.execute(
+        update(outbox).where(outbox.c.status == CLAIMED, expired).values(status=SCHEDULED, claim_token=None, lease_expires=None)
+    ).rowcount
+    in_doubt = conn.execute(
+        update(outbox)
+        .where(outbox.c.status == SENDING, expired)
+        .values(
+            status=IN_DOUBT,
+            claim_token=None,
+            lease_expires=None,
+            reason="the worker stopped after handing this message to the provider, before recording the answer; "
+            "it may or may not have been delivered, so it is not sent again unless you ask",
+        )
+    ).rowcount
+    return requeued, in_doubt
+
+
+def claim(conn: Connection, now: datetime, *, limit: int, token: str, lease_until: datetime) -> list[Claimed]:
+    """Take up to ``limit`` due rows for this worker, in one statement.
+
+    On PostgreSQL the inner SELECT skips rows other workers hold (FOR UPDATE SKIP LOCKED);
+    SQLite runs one writer at a time.
+    """
+    due = (
+        select(outbox.c.id)
+        .where(outbox.c.status == SCHEDULED, outbox.c.next_attempt_at <= now)
+        .order_by(outbox.c.next_attempt_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    rows = conn.execute(
+        update(outbox)
+        .where(outbox.c.id.in_(due), outbox.c.status == SCHEDULED)
+        .values(status=CLAIMED, claim_token=token, lease_expires=lease_until)
+        .returning(
+            outbox.c.id, outbox.c.launch_id, outbox.c.email_id, outbox.c.contact_id, outbox.c.phase, outbox.c.due_at, outbox.c.attempts
+        )
+    ).all()
+    return sorted((Claimed(*r) for r in rows), key=lambda r: r.id)
+
+
+def mark_sending(conn: Connection, token: str, ids: Sequence[int], lease_until: datetime) -> int:
+    """Rows about to be handed to the provider; from here a crash makes them in_doubt."""
+    written = 0
+    for start in range(0, len(ids), _CHUNK):
+        written += conn.execute(
+            update(outbox)
+            .where(outbox.c.id.in_(ids[start : start + _CHUNK]), outbox.c.claim_token == token)
+            .values(status=SENDING, lease_expires=lease_until)
+        ).rowcount
+    return written
+
+
+_OUTCOME_COLUMNS = ("reason", "variant", "provider", "provider_message_id", "sent_at", "next_attempt_at", "attempts")
+
+
+def settle(conn: Connection, token: str, outcomes: Sequence[dict[str, Any]], now: datetime) -> int:
+    """Write each row's outcome and release it, fenced by the claim token.
+
+    A worker that lost its lease cannot overwrite the new owner's result. Each outcome has
+    ``oid`` and ``status`` and any of ``_OUTCOME_COLUMNS``; rows with the same columns are
+    written in one executemany.
+    """
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for outcome in outcomes:
+        groups.setdefault(tuple(c for c in _OUTCOME_COLUMNS if c in outcome), []).append(outcome)
+    written = 0
+    for columns, group in groups.items():
+        names = ("status", *columns)
+        # Bound names must differ from column names in an UPDATE's SET clause.
+        statement = (
+            update(outbox)
+            .where(outbox.c.id == bindparam("oid"), outbox.c.claim_token == token)
+            .values(**{c: bindparam("v_" + c) for c in names}, claim_token=None, lease_expires=None, updated_at=now)
+        )
+        params = [{"oid": o["oid"], **{"v_" + c: o[c] for c in names}} for o in group]
+        written += conn.execute(statement, params).rowcount
+    return written
+
+
+def counts(conn: Connection, launch_id: str | None = None) -> dict[tuple[str, str, str], int]:
+    """(launch, email, status) -> rows."""
+    query = select(outbox.c.launch_id, outbox.c.email_id, outbox.c.status, func.count()).group_by(
+        outbox.c.launch_id, outbox.c.email_id, outbox.c.status
+    )
+    if launch_id:
+        query = query.where(outbox.c.launch_id == launch_id)
+    return {(l, e, s): n for l, e, s, n in conn.execute(query)}

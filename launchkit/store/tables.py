@@ -1,0 +1,166 @@
+"""The database schema: SQLAlchemy Core tables. Migrations in launchkit/migrations mirror it."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    Numeric,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware datetimes in, aware UTC datetimes out; stored as naive UTC on every backend."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store; launchkit keeps times timezone-aware")
+        return value.astimezone(timezone.utc).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        return value.replace(tzinfo=timezone.utc) if value is not None else None
+
+
+metadata = MetaData()
+
+meta = Table(
+    "meta",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+counters = Table(
+    "counters",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", Integer, nullable=False),
+)
+
+contacts = Table(
+    "contacts",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("email", String(320), nullable=False, unique=True),
+    Column("first_name", String(200)),
+    Column("last_name", String(200)),
+    Column("fields", JSON, nullable=False, default=dict),
+    Column("status", String(20), nullable=False, default="subscribed"),
+    Column("status_reason", Text),
+    Column("consent_source", Text),
+    Column("consent_at", UTCDateTime),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    # Raised on every change that can move a contact in or out of an audience, so planning
+    # looks only at contacts changed since its last pass instead of scanning the audience.
+    Column("revision", Integer, nullable=False),
+    Index("ix_contacts_revision", "revision"),
+)
+
+contact_tags = Table(
+    "contact_tags",
+    metadata,
+    Column("contact_id", Integer, ForeignKey("contacts.id", ondelete="CASCADE"), primary_key=True),
+    Column("tag", String(100), primary_key=True),
+    Column("added_at", UTCDateTime, nullable=False),
+    Index("ix_contact_tags_tag", "tag", "contact_id"),
+)
+
+launches = Table(
+    "launches",
+    metadata,
+    Column("id", String(100), primary_key=True),
+    Column("fingerprint", String(64), nullable=False),
+    Column("planned_revision", Integer, nullable=False, default=0),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+enrolments = Table(
+    "enrolments",
+    metadata,
+    Column("launch_id", String(100), primary_key=True),
+    Column("contact_id", Integer, ForeignKey("contacts.id", ondelete="CASCADE"), primary_key=True),
+    Column("phase", String(100), primary_key=True),  # "" is the launch itself (evergreen clocks)
+    Column("joined_at", UTCDateTime, nullable=False),
+)
+
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("launch_id", String(100), nullable=False),
+    Column("email_id", String(100), nullable=False),
+    Column("contact_id", Integer, ForeignKey("contacts.id", ondelete="CASCADE"), nullable=False),
+    Column("phase", String(100), nullable=False),
+    Column("variant", Integer, nullable=False, default=0),
+    Column("due_at", UTCDateTime, nullable=False),
+    Column("next_attempt_at", UTCDateTime, nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("claim_token", String(32)),
+    Column("lease_expires", UTCDateTime),
+    Column("provider", String(100)),
+    Column("provider_message_id", String(200)),
+    Column("reason", Text),
+    Column("sent_at", UTCDateTime),
+    Column("updated_at", UTCDateTime, nullable=False),
+    UniqueConstraint("launch_id", "email_id", "contact_id", name="uq_outbox_delivery"),
+    Index("ix_outbox_due", "status", "next_attempt_at"),
+    Index("ix_outbox_contact", "contact_id"),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("kind", String(30), nullable=False),
+    Column("contact_id", Integer, ForeignKey("contacts.id", ondelete="SET NULL")),
+    Column("launch_id", String(100)),
+    Column("email_id", String(100)),
+    Column("outbox_id", Integer),
+    Column("link", String(100)),
+    Column("occurred_at", UTCDateTime, nullable=False),
+    Column("source", String(50), nullable=False),
+    Column("external_id", String(200)),
+    Column("data", JSON, nullable=False, default=dict),
+    UniqueConstraint("source", "external_id", name="uq_events_external"),
+    Index("ix_events_contact", "contact_id", "kind"),
+    Index("ix_events_launch", "launch_id", "kind"),
+)
+
+conversions = Table(
+    "conversions",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("email", String(320), nullable=False),
+    Column("product", String(200), nullable=False),
+    Column("amount", Numeric(12, 2), nullable=False),
+    Column("currency", String(3)),
+    Column("occurred_at", UTCDateTime, nullable=False),
+    Column("status", String(20), nullable=False, default="paid"),  # paid | refunded
+    Column("refunded_at", UTCDateTime),
+    Column("source", String(50), nullable=False),
+    Column("external_id", String(200), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    UniqueConstraint("source", "external_id", name="uq_conversions_external"),
+    Index("ix_conversions_email", "email"),
+    Index("ix_conversions_product", "product", "occurred_at"),
+)

@@ -1,0 +1,101 @@
+"""`launchkit plan`: each launch's timeline, its audience, and what a typical launch would sell."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy import Connection
+
+from launchkit.conditions import Condition, Facts
+from launchkit.project import Project
+from launchkit.spec import Email, Launch
+from launchkit.store import contacts as contact_store
+from launchkit.store import outbox
+
+
+@dataclass
+class EmailLine:
+    email: Email
+    moment: datetime | None  #: in the launch's timezone; None when it depends on each contact
+    rule: str  #: the `when` as written
+    audience: int  #: contacts in the phase's audience now
+    counts: dict[str, int]  #: outbox rows by status, once planned
+    note: str = ""
+
+
+@dataclass
+class LaunchTimeline:
+    launch: Launch
+    audience: int
+    forecast_sales: tuple[int, int]
+    forecast_revenue: tuple[Decimal, Decimal]
+    phases: list[tuple[str, datetime | None, datetime | None, list[EmailLine]]] = field(default_factory=list)
+
+
+def timeline(project: Project, launch_id: str | None = None) -> list[LaunchTimeline]:
+    launches = [project.launch(launch_id)] if launch_id else list(project.launches.values())
+    now = project.now()
+    with project.store.connect() as conn:
+        return [_launch_timeline(conn, launch, now) for launch in launches]
+
+
+def _launch_timeline(conn: Connection, launch: Launch, now: datetime) -> LaunchTimeline:
+    size = _count(conn, launch, [launch.audience])
+    low, high = launch.spec.benchmark
+    sales = (round(size * low), round(size * high))
+    price = launch.spec.price
+    result = LaunchTimeline(launch, size, sales, (price * sales[0], price * sales[1]))
+    counts = outbox.counts(conn, launch.id)
+    for phase in launch.phases:
+        start = end = None
+        if not launch.evergreen:
+            start, end = launch.window(phase)
+        reach = _count(conn, launch, [launch.audience] + ([phase.audience] if phase.audience else []))
+        lines = []
+        for email in phase.emails:
+            moment = None
+            if not launch.evergreen and email.when.anchor != "join":
+                moment = email.when.resolve(launch.tz, start=start, end=end).astimezone(launch.tz)
+            by_status = {s: n for (_, e, s), n in counts.items() if e == email.id}
+            lines.append(EmailLine(email, moment, email.when.source, reach, by_status, _note(email, moment, now, by_status)))
+        result.phases.append((phase.name, start.astimezone(launch.tz) if start else None, end.astimezone(launch.tz) if end else None, lines))
+    return result
+
+
+def _note(email: Email, moment: datetime | None, now: datetime, counts: dict[str, int]) -> str:
+    notes = []
+    if moment is not None and moment <= now and not counts.get(outbox.SENT):
+        late = now - moment
+        if late > email.late_by:
+            notes.append(f"past by more than late_by ({email.late_by}): will be recorded as missed, not sent")
+        else:
+            notes.append("due now: the next `launchkit run` sends it")
+    if moment is not None and moment > now:
+        notes.append("joiners after this moment " + ("still get it (catch_up)" if email.catch_up else "will not get it"))
+    if email.unless is not None:
+        notes.append(f"unless {email.unless.source}")
+    if email.only is not None:
+        notes.append(f"only {email.only.source}")
+    return "; ".join(notes)
+
+
+def _count(conn: Connection, launch: Launch, conditions: list[Condition]) -> int:
+    """Subscribed contacts for whom every condition holds: in SQL when they are tag formulas."""
+    formulas = [c.formula for c in conditions]
+    if all(formulas):
+        combined = formulas[0]
+        for formula in formulas[1:]:
+            combined = ("and", combined, formula)
+        return contact_store.count(conn, combined)
+    total = 0
+    after: tuple[int, int] | None = None
+    while people := contact_store.changed_since(conn, -1, after):
+        after = (people[-1].revision, people[-1].id)
+        facts: dict[int, Facts] = contact_store.facts_for(conn, people, products=launch.products)
+        context = {"launch": launch.spec}
+        total += sum(
+            1 for p in people if p.sendable and all(c.evaluate(p, facts[p.id], context)[0] for c in conditions)
+        )
+    return total

@@ -1,0 +1,129 @@
+"""How commands print: rich tables on a terminal, plain lines in a pipe, nothing extra under cron."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any, Iterable, Iterator
+
+from rich.console import Console
+from rich.table import Table
+
+from launchkit.engine import Progress, TickReport
+from launchkit.plugins import Plugins
+from launchkit.store.contacts import Contact
+from launchkit.timeline import LaunchTimeline
+from launchkit.types import OutgoingMessage
+
+WHEN = "%a %d %b %Y %H:%M"
+
+
+def print_timeline(console: Console, timelines: list[LaunchTimeline], now: datetime) -> None:
+    for t in timelines:
+        launch = t.launch
+        console.print(f"[bold]{launch.id}[/bold] — {launch.spec.name} ({launch.spec.mode}, {launch.tz.key})")
+        low, high = launch.spec.benchmark
+        currency = launch.spec.currency
+        console.print(
+            f"{t.audience} contacts in this launch's audience ({launch.audience.source}): a launch in your "
+            f"benchmark band ({low:.0%}–{high:.0%}) would sell {t.forecast_sales[0]}–{t.forecast_sales[1]} "
+            f"(revenue {t.forecast_revenue[0]:,.0f}–{t.forecast_revenue[1]:,.0f} {currency})."
+        )
+        console.print(f"Now: {now.astimezone(launch.tz).strftime(WHEN)}")
+        table = Table(show_lines=False)
+        for column in ("phase", "email", "when", "goes", "audience", "outbox", "notes"):
+            table.add_column(column, overflow="fold")
+        for name, start, end, lines in t.phases:
+            span = f"{start.strftime(WHEN)} → {end.strftime(WHEN) if end else '…'}" if start else "per contact (evergreen)"
+            table.add_row(f"[bold]{name}[/bold]", "", span, "", "", "", "")
+            for line in lines:
+                goes = line.moment.strftime(WHEN) if line.moment else "each contact's own time"
+                outbox = ", ".join(f"{status} {n}" for status, n in sorted(line.counts.items())) or "not planned yet"
+                table.add_row("", line.email.id, line.rule, goes, str(line.audience), outbox, line.note)
+        console.print(table)
+
+
+def print_message(console: Console, message: OutgoingMessage) -> None:
+    console.print(f"[bold]From:[/bold] {message.sender}")
+    console.print(f"[bold]To:[/bold] {message.to_name + ' ' if message.to_name else ''}<{message.to}>")
+    console.print(f"[bold]Subject:[/bold] {message.subject}")
+    for name, value in message.headers.items():
+        console.print(f"[bold]{name}:[/bold] {value}")
+    console.rule("text")
+    console.print(message.text, markup=False)
+    console.rule("html")
+    console.print(message.html, markup=False)
+
+
+def print_tick(console: Console, report: TickReport, *, dry_run: bool) -> None:
+    if report.locked:
+        console.print("Another tick is running for this project; this one did nothing.")
+        return
+    if dry_run:
+        console.print(f"Dry run: {len(report.would_send)} message(s) would be sent; nothing was sent or recorded.")
+        for message in report.would_send[:20]:
+            console.print(f"  {message.launch}/{message.email} → {message.to}: {message.subject}", markup=False)
+        if len(report.would_send) > 20:
+            console.print(f"  … and {len(report.would_send) - 20} more")
+    parts = [
+        f"{n} {label}"
+        for n, label in (
+            (report.sent, "sent"),
+            (report.retried, "to retry"),
+            (report.failed, "failed"),
+            (report.missed, "missed"),
+            (report.skipped, "skipped"),
+            (report.in_doubt, "in doubt"),
+        )
+        if n
+    ]
+    if parts and not dry_run:
+        console.print("Tick: " + ", ".join(parts) + ".")
+    elif not dry_run and console.is_terminal:
+        console.print("Tick: nothing due.")
+
+
+@contextmanager
+def progress_bar(console: Console, *, enabled: bool) -> Iterator[Progress | None]:
+    """A progress display on a terminal; None (no output at all) under cron or in a pipe."""
+    if not (enabled and console.is_terminal):
+        yield None
+        return
+    from rich.progress import Progress as RichProgress, SpinnerColumn, TextColumn
+
+    with RichProgress(SpinnerColumn(), TextColumn("{task.description}: {task.completed:,}"), console=console, transient=True) as bar:
+        tasks: dict[str, Any] = {}
+
+        def advance(what: str, n: int) -> None:
+            if what not in tasks:
+                tasks[what] = bar.add_task(what, total=None)
+            bar.advance(tasks[what], n)
+
+        yield advance
+
+
+def print_contacts(console: Console, rows: Iterable[tuple[Contact, list[str]]], limit: int) -> None:
+    table = Table("email", "name", "status", "tags", "since")
+    shown = 0
+    for person, tags in rows:
+        if limit and shown >= limit:
+            table.caption = f"first {limit} shown; --limit 0 for all"
+            break
+        table.add_row(person.email, person.name, person.status, ", ".join(tags), person.created_at.strftime("%Y-%m-%d"))
+        shown += 1
+    console.print(table)
+
+
+def print_plugins(console: Console, plugins: Plugins) -> None:
+    providers = plugins.providers()
+    table = Table("plugin", "source", "version", "hooks", "provides")
+    for info in plugins.loaded:
+        provided = ", ".join(name for name, owner in providers.owners.items() if owner == info.name)
+        table.add_row(info.name, info.source, info.version or "", ", ".join(info.hooks), provided)
+    console.print(table)
+    for info in plugins.errors:
+        console.print(f"[red]plugin {info.name!r} ({info.source}) not loaded:[/red] {info.error}", markup=True)
+    for name, owners in providers.conflicts.items():
+        console.print(f"[red]provider {name!r} is registered by {', '.join(owners)}:[/red] choosing it is an error until one is removed")
+    for message in providers.problems:
+        console.print(f"[red]{message}[/red]")
