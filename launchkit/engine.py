@@ -197,16 +197,18 @@ class Tick:
             except Exception:
                 settled.append(_outcome(row, outbox.SKIPPED, "the email was removed from the launch file"))
                 continue
-            late = self.now - row.due_at
-            if late > email.late_by:
-                settled.append(_outcome(row, outbox.MISSED, f"{_human(late)} late; this email's late_by is {_human(email.late_by)}"))
-                continue
+            # Who may not have it comes before lateness: a buyer's last call is skipped
+            # because they bought, whatever the clock says.
             if person is None or not person.sendable:
                 settled.append(_outcome(row, outbox.SKIPPED, f"contact is {person.status if person else 'gone'}"))
                 continue
             reason = self._excluded(launch, email, person, facts[person.id])
             if reason:
                 settled.append(_outcome(row, outbox.SKIPPED, reason))
+                continue
+            late = self.now - row.due_at
+            if late > email.late_by:
+                settled.append(_outcome(row, outbox.MISSED, f"{_human(late)} late; this email's late_by is {_human(email.late_by)}"))
                 continue
             clock = joins.get(person.id, {}).get(LAUNCH_JOIN) if launch.evergreen else None
             try:

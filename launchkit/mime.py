@@ -31,9 +31,14 @@ def _address(name: str | None, address: str, header: str) -> Address:
     return Address(display_name=_clean(header, name or ""), username=username, domain=domain)
 
 
+# RFC 5322 allows 998-character lines. The default 78 would fold List-Unsubscribe's long
+# URL into encoded words, which mail clients then cannot use as a link.
+POLICY = SMTP.clone(max_line_length=998)
+
+
 def to_email_message(message: OutgoingMessage, *, date: datetime | None = None) -> EmailMessage:
     """A multipart/alternative (text, then HTML) message with every header launchkit sets."""
-    mail = EmailMessage(policy=SMTP)
+    mail = EmailMessage(policy=POLICY)
     sender_name, sender_address = parseaddr(message.sender)
     mail["From"] = _address(sender_name, sender_address, "sender")
     mail["To"] = _address(message.to_name, message.to, "recipient")

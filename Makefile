@@ -1,0 +1,37 @@
+# The two commands of the README: `make demo` and `make test`.
+# Both install launchkit (and its test dependencies) into .venv first.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+LAUNCHKIT := $(BIN)/launchkit
+
+.PHONY: demo test install
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+# The demo launch (sequences/academy-spring.toml), replayed from scratch in simulated time:
+# the audience joins in February, then one tick at each moment that matters.
+demo: install
+	rm -rf launchkit.db launchkit.db-wal launchkit.db-shm launchkit.db.lock mail
+	LAUNCHKIT_NOW="2027-02-20 10:00" $(LAUNCHKIT) audience import demo-audience.csv
+	$(LAUNCHKIT) check
+	$(LAUNCHKIT) run --now "2027-03-01 09:05"
+	$(LAUNCHKIT) run --now "2027-03-04 09:05"
+	$(LAUNCHKIT) run --now "2027-03-07 09:05"
+	$(LAUNCHKIT) run --now "2027-03-10 09:05"
+	@echo
+	@echo "$$(ls mail/new | wc -l) messages in mail/new/ — open one in a mail client, or:"
+	@echo "  $(LAUNCHKIT) plan"
+	@echo "  $(LAUNCHKIT) preview academy-spring doors-open --contact camille.roux@example.com"
+
+test: install
+	$(BIN)/python -m pytest

@@ -1,0 +1,5 @@
+"""`python -m launchkit` runs the CLI."""
+
+from launchkit.cli import main
+
+main()
