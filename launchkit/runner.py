@@ -16,7 +16,7 @@ from launchkit.project import Project
 from launchkit.store import contacts as contact_store
 from launchkit.store import outbox
 from launchkit.store.contacts import Contact
-from launchkit.types import OutgoingMessage
+from launchkit.types import OutgoingMessage, Provider
 
 
 def composers(project: Project, secret: str) -> dict[str, Composer]:
@@ -26,11 +26,12 @@ def composers(project: Project, secret: str) -> dict[str, Composer]:
     }
 
 
-def tick(project: Project, *, dry_run: bool = False, progress: Progress | None = None) -> TickReport:
+def tick(project: Project, *, dry_run: bool = False, provider: Provider | None = None, progress: Progress | None = None) -> TickReport:
     """One tick: plan and send everything due at the project's ``now``.
 
-    On SQLite a second tick started while one runs returns at once with ``locked`` set.
-    A dry run does everything but send, in a transaction that is rolled back.
+    ``provider`` replaces the configured one (a test's recording provider, say). On SQLite
+    a second tick started while one runs returns at once with ``locked`` set. A dry run
+    does everything but send, in a transaction that is rolled back.
     """
     launches = project.launches
     store = project.store
@@ -39,13 +40,15 @@ def tick(project: Project, *, dry_run: bool = False, progress: Progress | None =
         if not acquired:
             return TickReport(locked=True)
         secret = project.secret()
-        provider = None if dry_run else project.provider()
+        owned = provider is None and not dry_run
+        if owned:
+            provider = project.provider()
         engine = Tick(
             transaction=store.begin,
             launches=launches,
             composers=composers(project, secret),
-            provider=provider,
-            provider_name=project.config.delivery.provider,
+            provider=None if dry_run else provider,
+            provider_name=provider.name if provider is not None else project.config.delivery.provider,
             hook=project.plugins.hook,
             now=project.now(),
             progress=progress,
@@ -57,7 +60,7 @@ def tick(project: Project, *, dry_run: bool = False, progress: Progress | None =
                     return engine.run(every_orphan=store.is_sqlite)
             return engine.run(every_orphan=store.is_sqlite)
         finally:
-            if provider is not None:
+            if owned and provider is not None:
                 provider.close()
 
 

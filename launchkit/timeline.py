@@ -72,8 +72,8 @@ def _note(email: Email, moment: datetime | None, now: datetime, counts: dict[str
             notes.append(f"past by more than late_by ({email.late_by}): will be recorded as missed, not sent")
         else:
             notes.append("due now: the next `launchkit run` sends it")
-    if moment is not None and moment > now:
-        notes.append("joiners after this moment " + ("still get it (catch_up)" if email.catch_up else "will not get it"))
+    if email.catch_up:
+        notes.append("late joiners get it too (catch_up)")
     if email.unless is not None:
         notes.append(f"unless {email.unless.source}")
     if email.only is not None:

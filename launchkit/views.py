@@ -15,7 +15,7 @@ from launchkit.store.contacts import Contact
 from launchkit.timeline import LaunchTimeline
 from launchkit.types import OutgoingMessage
 
-WHEN = "%a %d %b %Y %H:%M"
+WHEN = "%a %d %b %H:%M"
 
 
 def print_timeline(console: Console, timelines: list[LaunchTimeline], now: datetime) -> None:
@@ -29,17 +29,17 @@ def print_timeline(console: Console, timelines: list[LaunchTimeline], now: datet
             f"benchmark band ({low:.0%}–{high:.0%}) would sell {t.forecast_sales[0]}–{t.forecast_sales[1]} "
             f"(revenue {t.forecast_revenue[0]:,.0f}–{t.forecast_revenue[1]:,.0f} {currency})."
         )
-        console.print(f"Now: {now.astimezone(launch.tz).strftime(WHEN)}")
-        table = Table(show_lines=False)
-        for column in ("phase", "email", "when", "goes", "audience", "outbox", "notes"):
+        console.print(f"Now: {now.astimezone(launch.tz):%a %d %b %Y %H:%M}")
+        table = Table(show_lines=False, pad_edge=False)
+        for column in ("email", "when", "audience", "outbox", "notes"):
             table.add_column(column, overflow="fold")
         for name, start, end, lines in t.phases:
-            span = f"{start.strftime(WHEN)} → {end.strftime(WHEN) if end else '…'}" if start else "per contact (evergreen)"
-            table.add_row(f"[bold]{name}[/bold]", "", span, "", "", "", "")
+            span = f"{start.strftime(WHEN)} → {end.strftime(WHEN) if end else '…'}" if start else "each contact's own dates"
+            table.add_row(f"[bold]{name}[/bold]", span, "", "", "")
             for line in lines:
-                goes = line.moment.strftime(WHEN) if line.moment else "each contact's own time"
-                outbox = ", ".join(f"{status} {n}" for status, n in sorted(line.counts.items())) or "not planned yet"
-                table.add_row("", line.email.id, line.rule, goes, str(line.audience), outbox, line.note)
+                goes = line.moment.strftime(WHEN) if line.moment else "per contact"
+                outbox = ", ".join(f"{n} {status}" for status, n in sorted(line.counts.items())) or "not planned yet"
+                table.add_row(f"  {line.email.id}", f"{line.rule} → {goes}", str(line.audience), outbox, line.note)
         console.print(table)
 
 

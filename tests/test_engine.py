@@ -1,0 +1,174 @@
+"""The tick's rules: re-planning after edits, dry runs, hooks, failures and crashes."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import pytest
+from sqlalchemy import update
+
+from launchkit import audience, conversions
+from launchkit.project import Project
+from launchkit.runner import tick
+from launchkit.scaffold import init_project
+from launchkit.store import outbox
+from launchkit.store.tables import outbox as outbox_table
+from launchkit.testing import RecordingProvider
+from launchkit.types import SendResult, SendStatus
+
+# init_project(…, 2030-01-01): waitlist 2030-01-02 09:00, cart 2030-01-09 09:00 → 2030-01-13 23:59,
+# close 2030-01-14 08:00. Emails: welcome (join, catch_up), behind-the-scenes (start + 2d at 09:00),
+# doors-open, faq, last-call, welcome-buyers, next-time.
+WAITLIST_OPENS = "2030-01-02 09:05"
+DOORS_OPEN = "2030-01-09 09:05"
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    folder = tmp_path / "project"
+    init_project(folder, date(2030, 1, 1))
+    for i in range(5):
+        audience.add(Project.open(folder, now="2029-12-20 10:00"), f"p{i}@example.com", first_name=f"P{i}", tags=["newsletter", "waitlist"])
+    return folder
+
+
+def at(root: Path, moment: str) -> Project:
+    return Project.open(root, now=moment)
+
+
+def statuses(root: Path, email_id: str) -> dict[str, int]:
+    with at(root, DOORS_OPEN).store.connect() as conn:
+        return {s: n for (_, e, s), n in outbox.counts(conn).items() if e == email_id}
+
+
+def test_nothing_is_sent_twice_when_ticks_repeat(root: Path) -> None:
+    provider = RecordingProvider()
+    for _ in range(3):
+        tick(at(root, WAITLIST_OPENS), provider=provider)
+    assert sorted(m.to for m in provider.sent) == [f"p{i}@example.com" for i in range(5)]
+
+
+def test_dry_run_renders_what_is_due_and_changes_nothing(root: Path) -> None:
+    report = tick(at(root, WAITLIST_OPENS), dry_run=True)
+    assert len(report.would_send) == 5
+    assert {m.email for m in report.would_send} == {"welcome"}
+    assert not (root / "mail").exists()
+    assert statuses(root, "welcome") == {}  # not even planned
+    provider = RecordingProvider()
+    tick(at(root, WAITLIST_OPENS), provider=provider)
+    assert len(provider.sent) == 5
+
+
+def test_editing_an_email_time_moves_its_scheduled_rows_but_not_sent_ones(root: Path) -> None:
+    provider = RecordingProvider()
+    tick(at(root, WAITLIST_OPENS), provider=provider)
+    launch_file = root / "sequences" / "example-launch.toml"
+    text = launch_file.read_text()
+    launch_file.write_text(text.replace('when = "start + 2d at 09:00"', 'when = "start + 1d at 07:00"'))
+    tick(at(root, "2030-01-03 07:10"), provider=provider)
+    assert provider.to("p0@example.com") == ["welcome", "behind-the-scenes"]
+    assert statuses(root, "welcome") == {"sent": 5}
+
+
+def test_removing_an_email_skips_its_scheduled_rows(root: Path) -> None:
+    tick(at(root, WAITLIST_OPENS), provider=RecordingProvider())
+    launch_file = root / "sequences" / "example-launch.toml"
+    text = launch_file.read_text()
+    start = text.index('  [[phase.email]]\n  id = "behind-the-scenes"')
+    end = text.index("# ----", start)
+    launch_file.write_text(text[:start] + text[end:])
+    provider = RecordingProvider()
+    tick(at(root, "2030-01-04 09:05"), provider=provider)
+    assert provider.sent == []
+    assert statuses(root, "behind-the-scenes") == {"skipped": 5}
+
+
+def test_a_purchase_recorded_before_send_time_stops_an_unless_converted_email(root: Path) -> None:
+    tick(at(root, DOORS_OPEN), provider=RecordingProvider())
+    conversions.record(at(root, "2030-01-10 09:59"), [conversions.Purchase("p1@example.com", "course", 99)], source="test")
+    provider = RecordingProvider()
+    tick(at(root, "2030-01-10 10:00"), provider=provider)  # faq: start + 1d at 10:00, unless converted
+    assert sorted(m.to for m in provider.sent if m.email == "faq") == ["p0@example.com", "p2@example.com", "p3@example.com", "p4@example.com"]
+
+
+def test_transient_failures_are_retried_later_and_permanent_ones_recorded(root: Path) -> None:
+    def answer(message):  # type: ignore[no-untyped-def]
+        if message.to == "p1@example.com":
+            return SendResult(message.key, SendStatus.TRANSIENT, reason="421 try later", retry_after=120)
+        if message.to == "p2@example.com":
+            return SendResult(message.key, SendStatus.PERMANENT, reason="550 no such mailbox")
+        return None
+
+    provider = RecordingProvider(answer=answer)
+    report = tick(at(root, WAITLIST_OPENS), provider=provider)
+    assert (report.sent, report.retried, report.failed) == (3, 1, 1)
+    provider.answer = None
+    tick(at(root, "2030-01-02 09:06"), provider=provider)  # too soon: Retry-After was 120 s
+    assert provider.to("p1@example.com") == []
+    tick(at(root, "2030-01-02 09:10"), provider=provider)
+    assert provider.to("p1@example.com") == ["welcome"]
+    assert provider.to("p2@example.com") == []
+    assert statuses(root, "welcome") == {"sent": 4, "failed": 1}
+
+
+def test_a_provider_that_raises_leaves_its_batch_in_doubt_not_resent(root: Path) -> None:
+    provider = RecordingProvider(raises=ConnectionResetError("peer went away"))
+    report = tick(at(root, WAITLIST_OPENS), provider=provider)
+    assert report.in_doubt == 5
+    tick(at(root, "2030-01-02 09:10"), provider=provider)
+    assert provider.sent == []
+    assert statuses(root, "welcome") == {"in_doubt": 5}
+
+
+def test_after_a_crash_claimed_rows_are_sent_and_sending_rows_are_in_doubt(root: Path) -> None:
+    project = at(root, WAITLIST_OPENS)
+    tick(at(root, "2030-01-01 10:00"), provider=RecordingProvider())  # plans, sends nothing yet
+    with project.store.begin() as conn:
+        ids = [row.id for row in outbox.claim(conn, project.now(), limit=2, token="dead", lease_until=project.now())]
+        conn.execute(update(outbox_table).where(outbox_table.c.id == ids[0]).values(status="sending"))
+    provider = RecordingProvider()
+    report = tick(project, provider=provider)
+    assert report.in_doubt == 1 and report.recovered == 1
+    assert len(provider.sent) == 4
+    assert statuses(root, "welcome") == {"sent": 4, "in_doubt": 1}
+
+
+def test_a_before_send_plugin_can_change_or_veto_a_message(root: Path) -> None:
+    (root / "plugins" / "redirect.py").write_text(
+        "from launchkit import hookimpl\n"
+        "from launchkit.types import SkipMessage\n\n"
+        "@hookimpl\n"
+        "def before_send(message):\n"
+        "    if message.to == 'p3@example.com':\n"
+        "        raise SkipMessage('test address')\n"
+        "    message.headers['X-Campaign'] = message.launch\n\n"
+        "@hookimpl\n"
+        "def template_context(launch, phase, email, contact):\n"
+        "    return {'coupon': 'EARLY-' + contact.email.split('@')[0].upper()}\n"
+    )
+    body = root / "sequences" / "example-launch" / "welcome.md"
+    body.write_text(body.read_text() + "\nCode: {{ coupon }}\n")
+    provider = RecordingProvider()
+    report = tick(at(root, WAITLIST_OPENS), provider=provider)
+    assert report.skipped == 1 and len(provider.sent) == 4
+    message = provider.sent[0]
+    assert message.headers["X-Campaign"] == "example-launch"
+    assert f"Code: EARLY-{message.to.split('@')[0].upper()}" in message.text
+
+
+def test_a_contact_who_leaves_the_audience_is_skipped_at_send_time(root: Path) -> None:
+    tick(at(root, "2030-01-01 10:00"), provider=RecordingProvider())
+    audience.untag(at(root, "2030-01-02 08:00"), ["p0@example.com"], ["newsletter"])
+    provider = RecordingProvider()
+    tick(at(root, WAITLIST_OPENS), provider=provider)
+    assert "p0@example.com" not in {m.to for m in provider.sent}
+    assert len(provider.sent) == 4
+
+
+def test_a_second_tick_while_one_runs_does_nothing(root: Path) -> None:
+    project = at(root, WAITLIST_OPENS)
+    with project.store.tick_lock() as acquired:
+        assert acquired
+        report = tick(at(root, WAITLIST_OPENS), provider=RecordingProvider())
+    assert report.locked and report.sent == 0
