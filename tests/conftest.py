@@ -1,0 +1,60 @@
+"""Shared fixtures: a real project on disk made by `launchkit init`, and the CLI to drive it."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+from datetime import date
+from pathlib import Path
+from typing import Callable
+
+import pytest
+from click.testing import CliRunner, Result
+
+from launchkit.cli import cli
+from launchkit.scaffold import init_project
+
+# init_project(…, 2030-01-01) dates the example launch: waitlist 2030-01-02 09:00,
+# open cart 2030-01-09 09:00 → 2030-01-13 23:59, close 2030-01-14 08:00.
+EXAMPLE_LAUNCH_DAY = date(2030, 1, 1)
+
+
+@pytest.fixture
+def project_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh project from `launchkit init` (the example launch dated from 2030-01-01).
+
+    The environment variables that change what a command does are cleared, so a developer's
+    shell cannot change a test's outcome.
+    """
+    for name in ("LAUNCHKIT_NOW", "LAUNCHKIT_PROJECT", "LAUNCHKIT_LOAD_PLUGINS", "LAUNCHKIT_SECRET"):
+        monkeypatch.delenv(name, raising=False)
+    folder = tmp_path / "p"
+    init_project(folder, EXAMPLE_LAUNCH_DAY)
+    return folder
+
+
+@pytest.fixture
+def launchkit(project_dir: Path) -> Callable[..., Result]:
+    """Run a launchkit command on ``project_dir``: ``launchkit("audience", "list")``."""
+    runner = CliRunner()
+
+    def invoke(*args: str) -> Result:
+        return runner.invoke(cli, ["--project", str(project_dir), *args])
+
+    return invoke
+
+
+@pytest.fixture
+def sent_mail(project_dir: Path) -> Callable[[], list[email.message.EmailMessage]]:
+    """The messages the project's maildir provider has written, parsed."""
+
+    def messages() -> list[email.message.EmailMessage]:
+        folder = project_dir / "mail" / "new"
+        if not folder.is_dir():
+            return []
+        return [
+            email.message_from_bytes(path.read_bytes(), policy=email.policy.default)  # type: ignore[misc]
+            for path in sorted(folder.iterdir())
+        ]
+
+    return messages
