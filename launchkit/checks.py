@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from launchkit.compose import Composer
-from launchkit.config import load_config
+from launchkit.conditions import ConditionError, Facts
+from launchkit.config import config_problem, load_config
 from launchkit.errors import ConfigError, LaunchkitError, Problem
 from launchkit.project import Project
 from launchkit.runner import SAMPLE_CONTACT
@@ -35,12 +36,13 @@ def check(project: Project) -> CheckReport:
         return report
     plugins = project.plugins
     report.problems += [Problem(None, f"plugin {p.name!r} ({p.source}): {p.error}") for p in plugins.errors]
-    providers = plugins.providers()
-    report.problems += [Problem(None, message) for message in providers.problems]
+    report.problems += [Problem(None, message) for message in plugins.providers().problems]
     try:
-        providers.get(config.delivery.provider, "delivery provider")
+        project.provider()  # builds it: its plugin, its settings and their ${VAR}s
+    except ConfigError as exc:
+        report.problems += exc.problems
     except LaunchkitError as exc:
-        report.problems.append(Problem(project.root / "launchkit.toml", str(exc), key="delivery.provider"))
+        report.problems.append(config_problem(project.root, ("delivery",), str(exc)))
 
     for path in launch_files(project.root):
         try:
@@ -50,6 +52,7 @@ def check(project: Project) -> CheckReport:
             continue
         report.launches.append(launch)
         composer = Composer(config, launch, project.root, _CHECK_SECRET, plugins.hook)
+        report.problems += _condition_problems(launch)
         for email in launch.emails:
             try:
                 composer.compiled(email)
@@ -61,4 +64,22 @@ def check(project: Project) -> CheckReport:
                 report.problems.append(Problem(email.body, str(exc)))
     if not launch_files(project.root):
         report.problems.append(Problem(project.root / "sequences", "no launch files (sequences/*.toml)"))
+    # A broken layout is reported once, not once per email it wraps.
+    report.problems = list({str(p): p for p in report.problems}.values())
     return report
+
+
+def _condition_problems(launch: Launch) -> list[Problem]:
+    """Conditions that fail when evaluated (comparing text with a number…) on a sample contact."""
+    problems = []
+    context = {"launch": launch.spec, "now": SAMPLE_CONTACT.created_at}
+    for key, condition in [("launch.audience", launch.audience)] + [
+        (f"phase[{p.index + 1}].audience", p.audience) for p in launch.phases
+    ] + [(f"{e.key}.{name}", getattr(e, name)) for e in launch.emails for name in ("only", "unless")]:
+        if condition is None:
+            continue
+        try:
+            condition.evaluate(SAMPLE_CONTACT, Facts(), context)
+        except ConditionError as exc:
+            problems.append(Problem(launch.path, f"condition {exc}", key=key))
+    return problems

@@ -232,7 +232,7 @@ def audience_add(ctx: click.Context, email: str, first_name: str | None, last_na
         name, sep, value = item.partition("=")
         if not sep:
             raise click.BadParameter(f"expected NAME=VALUE; found {item!r}", param_hint="--field")
-        values[name.strip()] = value
+        values[name.strip()] = value.strip()
     created = add(_project(ctx), email, first_name=first_name, last_name=last_name, tags=tags, fields=values)
     _console().print(f"{'Added' if created else 'Updated'} {email.strip().lower()}.")
 
@@ -355,7 +355,7 @@ def conversions_add(ctx: click.Context, email: str, product: str, amount: float,
     from launchkit.conversions import Purchase, record
 
     project = _project(ctx)
-    when = parse_moment(at, project.tz) if at else None
+    when = parse_moment(at, project.tz, source="--at") if at else None
     purchase = Purchase(email, product, Decimal(str(amount)), currency, when, external_id, refunded)
     report = record(project, [purchase], source="manual")
     _console().print("Recorded." if report.added else "Already recorded: nothing changed.")
@@ -425,17 +425,30 @@ def db_upgrade(ctx: click.Context) -> None:
     _console().print(f"Database at schema revision {revision}.")
 
 
-def _register_plugin_commands() -> None:
+def _register_plugin_commands(argv: list[str]) -> None:
+    """Let plugins add commands; one that fails is reported and the others still load."""
     from launchkit.plugins import load_plugins
     from launchkit.project import find_project_dir
 
     try:
-        root: Path | None = find_project_dir()
+        root: Path | None = find_project_dir(_project_option(argv))
     except LaunchkitError:
-        root = None
-    load_plugins(root).hook.register_commands(cli=cli)
+        root = None  # no project here: installed plugins' commands still load
+    for problem in load_plugins(root).call_each("register_commands", lambda _plugin: cli, "cli"):
+        click.echo(f"Warning: {problem}", err=True)
+
+
+def _project_option(argv: list[str]) -> Path | None:
+    # Commands must be registered before click parses the command line, so --project is
+    # read by hand here (LAUNCHKIT_PROJECT and the working directory are the fallbacks).
+    for index, arg in enumerate(argv):
+        if arg == "--project" and index + 1 < len(argv):
+            return Path(argv[index + 1])
+        if arg.startswith("--project="):
+            return Path(arg.split("=", 1)[1])
+    return None
 
 
 def main() -> None:
-    _register_plugin_commands()
+    _register_plugin_commands(sys.argv[1:])
     cli(prog_name="launchkit")

@@ -12,8 +12,11 @@ from launchkit.timing import TimingError, localize, parse_local_datetime
 ENV = "LAUNCHKIT_NOW"
 
 
-def parse_moment(text: str, tz: ZoneInfo) -> datetime:
-    """'2027-03-10 09:00' (in ``tz``), or ISO 8601 with an offset; returns aware UTC."""
+def parse_moment(text: str, tz: ZoneInfo, *, source: str = "the moment") -> datetime:
+    """'2027-03-10 09:00' (in ``tz``), or ISO 8601 with an offset; returns aware UTC.
+
+    ``source`` names where the text came from (``--now``, LAUNCHKIT_NOW) for the error.
+    """
     text = text.strip()
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
@@ -22,7 +25,7 @@ def parse_moment(text: str, tz: ZoneInfo) -> datetime:
             moment = parse_local_datetime(text)
         except TimingError:
             raise LaunchkitError(
-                f"expected a moment like '2027-03-10 09:00' or '2027-03-10T09:00:00+01:00'; found {text!r}"
+                f"{source}: expected a moment like '2027-03-10 09:00' or '2027-03-10T09:00:00+01:00'; found {text!r}"
             ) from None
     if moment.tzinfo is None:
         return localize(moment, tz)
@@ -31,5 +34,7 @@ def parse_moment(text: str, tz: ZoneInfo) -> datetime:
 
 def now(tz: ZoneInfo, override: str | None = None) -> datetime:
     """``override``, else LAUNCHKIT_NOW, else the real time; naive values are in ``tz``."""
-    text = override or os.environ.get(ENV)
-    return parse_moment(text, tz) if text else datetime.now(timezone.utc)
+    if override:
+        return parse_moment(override, tz, source="--now")
+    text = os.environ.get(ENV)
+    return parse_moment(text, tz, source=ENV) if text else datetime.now(timezone.utc)

@@ -20,7 +20,7 @@ from launchkit import tokens
 from launchkit.config import Config
 from launchkit.errors import ConfigError, LaunchkitError, Problem
 from launchkit.spec import Email, Launch, Phase
-from launchkit.templates import CompiledBody, TemplateError, compile_body, compile_subject, render_subject
+from launchkit.templates import CompiledBody, TemplateError, compile_body, compile_layout, compile_subject, render_subject
 from launchkit.types import OutgoingMessage
 
 LAYOUT = "layout"
@@ -84,6 +84,7 @@ class Composer:
         self.secret = secret
         self.hook = hook
         self._compiled: dict[str, CompiledEmail] = {}
+        self._layouts: tuple[str | None, str | None] | None = None
         self._extra_context = bool(hook and hook.template_context.get_hookimpls())
         sender = config.sender
         self.sender = SenderView(sender.name, sender.address, sender.postal_address)
@@ -96,6 +97,7 @@ class Composer:
         return self._compiled[email.id]
 
     def _compile(self, email: Email) -> CompiledEmail:
+        layout_html, layout_text = self.layouts()
         path = email.body
         try:
             source = path.read_text(encoding="utf-8")
@@ -104,26 +106,39 @@ class Composer:
                 source,
                 kind="md" if path.suffix == ".md" else "html",
                 text_source=text_path.read_text(encoding="utf-8") if path.suffix == ".html" and text_path.exists() else None,
-                layout_html=self._layout(".html"),
-                layout_text=self._layout(".txt"),
+                layout_html=layout_html,
+                layout_text=layout_text,
             )
-            front = body.front_matter
-            sources = email.subjects or _as_list(front.get("subject"))
-            if not sources:
-                raise TemplateError(f"email {email.id!r} has no subject: set `subject` in the launch file or in the body's front matter")
-            subjects = [compile_subject(s) for s in sources]
         except TemplateError as exc:
             raise ConfigError([Problem(path, exc.message, line=exc.line)]) from None
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError([Problem(path, f"cannot be read: {exc}")]) from None
+        sources = email.subjects or _as_list(body.front_matter.get("subject"))
+        if not sources:
+            message = f"email {email.id!r} has no subject: set `subject` here, or in the front matter of {path.name}"
+            raise ConfigError([Problem(self.launch.path, message, key=email.key, line=email.line)])
+        try:
+            subjects = [compile_subject(s) for s in sources]
+        except TemplateError as exc:
+            where = path if not email.subjects else self.launch.path
+            raise ConfigError([Problem(where, exc.message, key=f"{email.key}.subject", line=exc.line if where == path else email.line)]) from None
         return CompiledEmail(subjects, body)
 
-    def _layout(self, suffix: str) -> str | None:
-        for folder in (self.launch.body_dir, self.project_dir):
-            candidate = folder / (LAYOUT + suffix)
-            if candidate.is_file():
-                return candidate.read_text(encoding="utf-8")
-        return None
+    def layouts(self) -> tuple[str | None, str | None]:
+        """The launch's (or else the project's) layout.html and layout.txt, checked once."""
+        if self._layouts is None:
+            found: list[str | None] = []
+            for suffix in (".html", ".txt"):
+                path = next((f / (LAYOUT + suffix) for f in (self.launch.body_dir, self.project_dir) if (f / (LAYOUT + suffix)).is_file()), None)
+                source = path.read_text(encoding="utf-8") if path else None
+                if path and source is not None:
+                    try:
+                        compile_layout(source, html=suffix == ".html")
+                    except TemplateError as exc:
+                        raise ConfigError([Problem(path, exc.message, line=exc.line)]) from None
+                found.append(source)
+            self._layouts = (found[0], found[1])
+        return self._layouts
 
     def unsubscribe_url(self, contact_id: int, email_id: str) -> str:
         base = self.config.tracking.base_url

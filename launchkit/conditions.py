@@ -8,6 +8,7 @@ turns into SQL, so audiences are counted in the database instead of contact by c
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
@@ -76,7 +77,10 @@ class Condition:
             clicked=facts.clicked.__contains__,
             clicked_link=facts.clicked_links.__contains__,
         )
-        result = bool(self._compiled(**context))
+        try:
+            result = bool(self._compiled(**context))
+        except Exception as exc:  # a condition is user code: any failure is theirs to read
+            raise ConditionError(f"{self.source!r} failed for {getattr(contact, 'email', contact)}: {exc}") from None
         return result, (max(since) if since else None)
 
 
@@ -92,8 +96,10 @@ def compile_condition(source: str, *, email_ids: set[str] | None = None, link_na
     """Compile and check a condition; unknown names, helpers, email ids and links are errors."""
     env = _environment()
     try:
-        tree = env.parse("{{ (" + source + ") }}")
+        # compile_expression first: its errors speak of what the user wrote, not of the
+        # wrapper that parse() needs.
         compiled = env.compile_expression(source)
+        tree = env.parse("{{ (" + source + ") }}")
     except TemplateSyntaxError as exc:
         raise ConditionError(f"is not a valid expression ({exc.message}): {source!r}") from None
     uses_events = _check(tree, email_ids, link_names)
@@ -103,10 +109,15 @@ def compile_condition(source: str, *, email_ids: set[str] | None = None, link_na
 
 def _check(expression: nodes.Template, email_ids: set[str] | None, link_names: set[str] | None) -> bool:
     uses_events = False
+    arguments = {id(a) for call in expression.find_all(nodes.Call) for a in call.args}
     for name in expression.find_all(nodes.Name):
         if name.name not in HELPERS and name.name not in VARIABLES:
+            if id(name) in arguments:
+                raise ConditionError(f"uses unknown name {name.name!r}; to name a tag or an email, quote it: '{name.name}'")
             allowed = ", ".join(sorted(HELPERS) + sorted(VARIABLES))
-            raise ConditionError(f"uses unknown name {name.name!r}; conditions may use {allowed}")
+            close = difflib.get_close_matches(name.name, [*HELPERS, *VARIABLES], n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConditionError(f"uses unknown name {name.name!r}{hint}; conditions may use {allowed}")
     for call in expression.find_all(nodes.Call):
         if not isinstance(call.node, nodes.Name):
             continue

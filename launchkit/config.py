@@ -7,11 +7,11 @@ from email.utils import parseaddr
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError, field_validator
 
 from launchkit.errors import ConfigError, Problem
 from launchkit.fields import Duration, HttpUrl, Rate, TimezoneName
-from launchkit.tomlfile import expand_env, read_toml, validation_problems
+from launchkit.tomlfile import Loc, expand_env, key_path, locate, read_toml, validation_problems
 
 CONFIG_FILE = "launchkit.toml"
 
@@ -55,17 +55,8 @@ class DeliverySettings(BaseModel):
 
     provider: str = "maildir"
     rate: Rate | None = None
-    daily_cap: PositiveInt | None = None
+    daily_cap: StrictInt | None = Field(None, gt=0)
     late_by: Duration = timedelta(hours=6)
-
-    @model_validator(mode="after")
-    def _extras_are_tables(self) -> DeliverySettings:
-        for key, value in (self.model_extra or {}).items():
-            if not isinstance(value, dict):
-                raise ValueError(
-                    f"unknown key {key!r} in [delivery]; provider settings go in a table [delivery.{key}]"
-                )
-        return self
 
     def provider_settings(self, name: str) -> dict[str, Any]:
         return dict((self.model_extra or {}).get(name, {}))
@@ -73,8 +64,8 @@ class DeliverySettings(BaseModel):
 
 class TrackingSettings(Strict):
     base_url: HttpUrl | None = None
-    opens: bool = True
-    clicks: bool = True
+    opens: StrictBool = True
+    clicks: StrictBool = True
     secret: str | None = Field(None, description="Signs tracking tokens; generated and stored in the database when absent.")
 
     @field_validator("base_url", mode="before")
@@ -100,19 +91,41 @@ def load_config(project_dir: Path) -> Config:
     # secret does not stop the project from working.
     for section in ("project", "sender", "tracking"):
         if isinstance(data.get(section), dict):
-            data[section] = expand_env(data[section], (section,), path, problems)
+            data[section] = expand_env(data[section], (section,), path, problems, text)
+    delivery = data.get("delivery")
+    if isinstance(delivery, dict):
+        known = DeliverySettings.model_fields
+        for key, value in delivery.items():
+            if key not in known and not isinstance(value, dict):
+                problems.append(
+                    Problem(
+                        path,
+                        f"unknown key {key!r}; [delivery] takes {', '.join(known)}, and a provider's "
+                        f"settings go in their own table, [delivery.NAME]",
+                        key=f"delivery.{key}",
+                        line=locate(text, ("delivery", key)),
+                    )
+                )
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        problems += validation_problems(exc, path, text, Config)
     if problems:
         raise ConfigError(problems)
-    try:
-        return Config.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(validation_problems(exc, path, text)) from None
+    return config
 
 
 def expanded(settings: dict[str, Any], section: str, project_dir: Path) -> dict[str, Any]:
     """A provider or webhook table with ``${VAR}`` expanded; unset variables raise ConfigError."""
+    path = project_dir / CONFIG_FILE
     problems: list[Problem] = []
-    result = expand_env(settings, tuple(section.split(".")), project_dir / CONFIG_FILE, problems)
+    result = expand_env(settings, tuple(section.split(".")), path, problems, path.read_text(encoding="utf-8"))
     if problems:
         raise ConfigError(problems)
     return result
+
+
+def config_problem(project_dir: Path, loc: Loc, message: str) -> Problem:
+    """A problem about a key of launchkit.toml, with its line."""
+    path = project_dir / CONFIG_FILE
+    return Problem(path, message, key=key_path(loc), line=locate(path.read_text(encoding="utf-8"), loc))

@@ -161,11 +161,11 @@ def _find_column(headers: Sequence[str], aliases: tuple[str, ...]) -> int | None
     return None
 
 
-def _no_column_error(path: Path, what: str, headers: Sequence[str], expected: tuple[str, ...]) -> LaunchkitError:
+def _no_column_error(path: Path, what: str, headers: Sequence[str], expected: tuple[str, ...], hint: str = "") -> LaunchkitError:
     found = ", ".join(repr(h) for h in headers if h.strip()) or "none"
     return LaunchkitError(
         f"{path}: no {what} column. Headers found: {found}. "
-        f"Rename the {what} column to one of: {', '.join(expected)}."
+        f"Rename the {what} column to one of: {', '.join(expected)}{hint}."
     )
 
 
@@ -417,7 +417,11 @@ def read_conversions_csv(path: Path, *, default_product: str | None = None) -> C
     product_col = _find_column(headers, _SALE_PRODUCT)
     if product_col is None and default_product is None:
         raise _no_column_error(
-            path, "product", headers, ("product", "product_id", "product name", "permalink", "variant", "price id")
+            path,
+            "product",
+            headers,
+            ("product", "product_id", "product name", "permalink", "variant", "price id"),
+            hint=", or give the product for every row with --product NAME",
         )
     amount_col = _find_column(headers, _SALE_AMOUNT)
     if amount_col is None:

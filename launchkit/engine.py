@@ -24,8 +24,8 @@ from typing import Any, Callable, Iterable, Sequence
 from sqlalchemy import Connection
 
 from launchkit.compose import Composer, RenderError
-from launchkit.conditions import Facts
-from launchkit.errors import ConfigError
+from launchkit.conditions import ConditionError, Facts
+from launchkit.errors import LaunchkitError
 from launchkit.planner import LAUNCH_JOIN, plan_contact
 from launchkit.spec import Email, Launch
 from launchkit.store import contacts as contact_store
@@ -58,10 +58,15 @@ class TickReport:
     recovered: int = 0
     locked: bool = False  #: another tick held the lock; this one did nothing
     would_send: list[OutgoingMessage] = field(default_factory=list)  #: dry run only
+    failures: list[str] = field(default_factory=list)  #: the first reasons for failed or in-doubt rows
 
-    def add(self, status: str, n: int = 1) -> None:
+    def count(self, outcome: dict[str, Any]) -> None:
+        """Count one row's outcome; keep the first reasons for failures and doubts."""
+        status = outcome["status"]
         attribute = {"sent": "sent", "scheduled": "retried", "failed": "failed", "missed": "missed", "skipped": "skipped", "in_doubt": "in_doubt"}[status]
-        setattr(self, attribute, getattr(self, attribute) + n)
+        setattr(self, attribute, getattr(self, attribute) + 1)
+        if status in (outbox.FAILED, outbox.IN_DOUBT) and len(self.failures) < 10:
+            self.failures.append(outcome["reason"])
 
 
 @dataclass
@@ -120,7 +125,10 @@ class Tick:
         rows: list[dict[str, Any]] = []
         for person in people:
             earlier = known.get(person.id, {})
-            plan = plan_contact(launch, person, facts[person.id], earlier, self.now)
+            try:
+                plan = plan_contact(launch, person, facts[person.id], earlier, self.now)
+            except ConditionError as exc:
+                raise LaunchkitError(f"{launch.path}: planning stopped: condition {exc}") from None
             joins.extend(dict(contact_id=person.id, phase=p, joined_at=t) for p, t in plan.joins.items() if p not in earlier)
             rows.extend(
                 dict(
@@ -146,7 +154,14 @@ class Tick:
                 claimed = outbox.claim(conn, self.now, limit=CLAIM_BATCH, token=token, lease_until=_real_now() + LEASE)
             if not claimed:
                 return
-            self._dispatch_batch(claimed, token, report)
+            try:
+                self._dispatch_batch(claimed, token, report)
+            except BaseException:
+                # A template that does not compile, a signal, a bug: what was claimed but
+                # never handed over goes back to the queue at once, to be sent once fixed.
+                with self.transaction() as conn:
+                    outbox.release(conn, token)
+                raise
             if self.progress:
                 self.progress("sending", len(claimed))
 
@@ -164,7 +179,7 @@ class Tick:
                 outcomes += checked
                 to_send += ready
         for outcome in outcomes:
-            report.add(outcome["status"])
+            report.count(outcome)
         if self.provider is None:
             # A dry run's transaction is rolled back; settling the rows as sent only moves
             # the claim loop past them.
@@ -202,7 +217,11 @@ class Tick:
             if person is None or not person.sendable:
                 settled.append(_outcome(row, outbox.SKIPPED, f"contact is {person.status if person else 'gone'}"))
                 continue
-            reason = self._excluded(launch, email, person, facts[person.id])
+            try:
+                reason = self._excluded(launch, email, person, facts[person.id])
+            except ConditionError as exc:
+                settled.append(_outcome(row, outbox.FAILED, f"condition {exc}"))
+                continue
             if reason:
                 settled.append(_outcome(row, outbox.SKIPPED, reason))
                 continue
@@ -217,7 +236,7 @@ class Tick:
             except SkipMessage as exc:
                 settled.append(_outcome(row, outbox.SKIPPED, f"vetoed by a plugin: {exc}"))
                 continue
-            except (RenderError, ConfigError) as exc:
+            except RenderError as exc:
                 settled.append(_outcome(row, outbox.FAILED, str(exc)))
                 continue
             ready.append((row, message))
@@ -244,12 +263,15 @@ class Tick:
         for start in range(0, len(batch), size):
             chunk = batch[start : start + size]
             by_key = {m.key: r for r, m in chunk}
+            variants = {m.key: m.variant for _, m in chunk}
             try:
                 results = self.provider.send([m for _, m in chunk])
             except Exception as exc:  # the provider's fault, not the messages': their fate is unknown
                 log.exception("provider %s raised while sending", self.provider_name)
-                outcomes += [_outcome(r, outbox.IN_DOUBT, f"provider {self.provider_name!r} raised {exc!r} while sending") for r, _ in chunk]
-                report.add(outbox.IN_DOUBT, len(chunk))
+                doubts = [_outcome(r, outbox.IN_DOUBT, f"provider {self.provider_name!r} raised {exc!r} while sending") for r, _ in chunk]
+                for outcome in doubts:
+                    report.count(outcome)
+                outcomes += doubts
                 continue
             answered = set()
             for result in results:
@@ -257,12 +279,13 @@ class Tick:
                 if row is None or result.key in answered:
                     continue
                 answered.add(result.key)
-                outcome = self._result(row, result, variant=next(m.variant for r, m in chunk if r is row))
-                report.add(outcome["status"])
+                outcome = self._result(row, result, variant=variants[result.key])
+                report.count(outcome)
                 outcomes.append(outcome)
             for key in by_key.keys() - answered:
-                outcomes.append(_outcome(by_key[key], outbox.IN_DOUBT, f"provider {self.provider_name!r} gave no result for it"))
-                report.add(outbox.IN_DOUBT)
+                outcome = _outcome(by_key[key], outbox.IN_DOUBT, f"provider {self.provider_name!r} gave no result for it")
+                report.count(outcome)
+                outcomes.append(outcome)
         return outcomes
 
     def _result(self, row: outbox.Claimed, result: SendResult, variant: int) -> dict[str, Any]:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from decimal import Decimal
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -26,6 +27,9 @@ def _duration(value: Any) -> timedelta:
 def _timing(value: Any) -> timing.Timing:
     if isinstance(value, timing.Timing):
         return value
+    if isinstance(value, datetime):
+        # TOML reads an unquoted 2030-01-02 09:00:00 as a date: say how to write it.
+        raise ValueError(f"write the date as a quoted string, like \"{value:%Y-%m-%d %H:%M}\"; found an unquoted TOML date")
     if not isinstance(value, str):
         raise ValueError(f"expected a time like 'start + 3d at 09:00'; found {value!r}")
     try:
@@ -52,6 +56,13 @@ def _rate(value: Any) -> float:
     if not match or float(match.group(1)) <= 0:
         raise ValueError(f"expected a rate like '50/s', '3000/m' or '100000/h'; found {value!r}")
     return float(match.group(1)) / _PER[match.group(2)]
+
+
+def _money(value: Any) -> Decimal:
+    # TOML has numbers; a quoted "99" is almost always a mistake worth pointing out.
+    if isinstance(value, bool) or not isinstance(value, (int, float, Decimal)):
+        raise ValueError(f"expected a number like 297 or 29.90 (not quoted); found {value!r}")
+    return Decimal(str(value))
 
 
 def _slug(value: str) -> str:
@@ -88,5 +99,6 @@ Timing = Annotated[
 ]
 TimezoneName = Annotated[str, AfterValidator(_timezone), _string_schema("An IANA timezone, e.g. 'Europe/Paris'.")]
 Rate = Annotated[float, BeforeValidator(_rate), _string_schema("Messages per unit: '50/s', '3000/m'.")]
+Money = Annotated[Decimal, BeforeValidator(_money), WithJsonSchema({"type": "number", "minimum": 0})]
 Slug = Annotated[str, AfterValidator(_slug), _string_schema("Letters, digits, '-' or '_'.", r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")]
 HttpUrl = Annotated[str, AfterValidator(_http_url), _string_schema("An http:// or https:// URL.", r"^https?://")]

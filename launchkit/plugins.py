@@ -6,10 +6,12 @@ exist is recorded in ``Plugins.errors`` and left out, and the others keep workin
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import importlib.metadata
 import importlib.util
 import os
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -53,12 +55,13 @@ class Plugins:
     def providers(self) -> Registry:
         return collect(self, "register_providers")
 
-    def call_each(self, hook_name: str, register: Callable[[str], Callable[..., None]]) -> list[str]:
-        """Call a ``register_*`` hook one plugin at a time, so a failure names its plugin."""
+    def call_each(self, hook_name: str, argument: Callable[[str], Any], argument_name: str = "register") -> list[str]:
+        """Call a start-up hook one plugin at a time, so a failure names its plugin and
+        spares the others. ``argument(plugin_name)`` makes the hook's single argument."""
         problems = []
         for impl in getattr(self.manager.hook, hook_name).get_hookimpls():
             try:
-                impl.function(register=register(impl.plugin_name))
+                impl.function(**{argument_name: argument(impl.plugin_name)})
             except Exception as exc:  # a broken plugin must not take the others down
                 problems.append(f"plugin {impl.plugin_name!r} failed in {hook_name}: {exc!r}")
         return problems
@@ -118,13 +121,13 @@ def load_plugins(project_dir: Path | None) -> Plugins:
             module = load()
             pm.register(module, name=name)
         except Exception as exc:
-            errors.append(PluginInfo(name, source, version, error=f"could not be loaded: {exc!r}"))
+            errors.append(PluginInfo(name, source, version, error=f"could not be loaded: {exc!r}{_where(exc)}"))
             return
         try:
             pm.check_pending()
-        except pluggy.PluginValidationError as exc:
+        except pluggy.PluginValidationError:
             pm.unregister(module)
-            errors.append(PluginInfo(name, source, version, error=str(exc)))
+            errors.append(PluginInfo(name, source, version, error=_unknown_hooks(module)))
             return
         hooks = sorted(h.name for h in pm.get_hookcallers(module) or [])
         loaded.append(PluginInfo(name, source, version, hooks))
@@ -149,6 +152,23 @@ def load_plugins(project_dir: Path | None) -> Plugins:
             add(name, "project", None, lambda p=path, n=name: _import_file(p, n))
 
     return Plugins(pm, loaded, errors)
+
+
+def _where(exc: BaseException) -> str:
+    """Where in the plugin's own code an import failed: the last frame outside launchkit."""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if "importlib" not in f.filename]
+    return f" at {frames[-1].filename}, line {frames[-1].lineno}" if frames else ""
+
+
+def _unknown_hooks(module: ModuleType) -> str:
+    known = [name for name in dir(hookspecs) if hasattr(getattr(hookspecs, name), "launchkit_spec")]
+    messages = []
+    for name in dir(module):
+        if hasattr(getattr(module, name), "launchkit_impl") and name not in known:
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else f" (hooks: {', '.join(known)})"
+            messages.append(f"implements {name!r}, which is not a launchkit hook{hint}")
+    return "; ".join(messages) or "implements a hook launchkit does not know"
 
 
 def _selected_entry_points() -> set[str] | None:

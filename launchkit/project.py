@@ -16,7 +16,7 @@ from typing import Iterator
 from zoneinfo import ZoneInfo
 
 from launchkit import clock
-from launchkit.config import CONFIG_FILE, Config, expanded, load_config
+from launchkit.config import CONFIG_FILE, Config, config_problem, expanded, load_config
 from launchkit.errors import ConfigError, LaunchkitError, Problem
 from launchkit.plugins import Plugins, load_plugins
 from launchkit.spec import Launch, launch_files, load_launch
@@ -98,7 +98,10 @@ class Project:
     def provider(self, name: str | None = None) -> Provider:
         """The configured delivery provider (or ``name``), built by its plugin's factory."""
         name = name or self.config.delivery.provider
-        factory = self.plugins.providers().get(name, "delivery provider")
+        try:
+            factory = self.plugins.providers().get(name, "delivery provider")
+        except LaunchkitError as exc:
+            raise ConfigError([config_problem(self.root, ("delivery", "provider"), str(exc))]) from None
         settings = expanded(self.config.delivery.provider_settings(name), f"delivery.{name}", self.root)
         return factory(ProviderContext(name=name, settings=settings, project_dir=self.root))
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, ValidationError, field_validator
 
 from launchkit import fields
 from launchkit.conditions import ALWAYS, Condition, ConditionError, compile_condition
@@ -42,7 +42,7 @@ class EmailSpec(_Strict):
     only: str | None = Field(None, description="Send only to contacts for whom this condition holds at send time.")
     unless: str | None = Field(None, description="Never send to contacts for whom this condition holds at send time.")
     late_by: fields.Duration | None = Field(None, description="More late than this and it is recorded as missed.")
-    catch_up: bool = Field(False, description="Contacts who join after this email's moment still get it.")
+    catch_up: StrictBool = Field(False, description="Contacts who join after this email's moment still get it.")
 
     @field_validator("subject")
     @classmethod
@@ -64,11 +64,11 @@ class LaunchSpec(_Strict):
     name: str
     product: str = Field(description="What a purchase must match to count for this launch.")
     product_ids: list[str] = Field(default_factory=list, description="Other identifiers of the same product.")
-    price: Decimal = Decimal(0)
+    price: fields.Money = Decimal(0)
     currency: str = "USD"
     audience: str = Field(ALWAYS, description="Who this launch is for: the denominator of its report.")
     mode: Literal["live", "evergreen"] = "live"
-    benchmark: tuple[float, float] = (0.02, 0.04)
+    benchmark: tuple[StrictFloat, StrictFloat] = (0.02, 0.04)
     timezone: fields.TimezoneName | None = None
     lang: str | None = None
     links: dict[str, fields.HttpUrl] = Field(default_factory=dict)
@@ -93,16 +93,6 @@ class LaunchFile(_Strict):
     launch: LaunchSpec
     phases: list[PhaseSpec] = Field(alias="phase", min_length=1)
 
-    @model_validator(mode="after")
-    def _unique_names(self) -> LaunchFile:
-        seen: set[str] = set()
-        for phase in self.phases:
-            for email in phase.emails:
-                if email.id in seen:
-                    raise ValueError(f"email id {email.id!r} is used twice; ids must be unique within a launch")
-                seen.add(email.id)
-        return self
-
 
 @dataclass
 class Email:
@@ -117,6 +107,8 @@ class Email:
     unless: Condition | None
     late_by: timedelta
     catch_up: bool
+    key: str = ""  #: where it is written: "phase[2].email[1]"
+    line: int | None = None
 
 
 @dataclass
@@ -188,7 +180,7 @@ def load_launch(path: Path, config: Config) -> Launch:
     try:
         spec = LaunchFile.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(validation_problems(exc, path, text)) from None
+        raise ConfigError(validation_problems(exc, path, text, LaunchFile)) from None
     problems: list[Problem] = []
     launch = _build(path, spec, text, config, problems)
     if problems:
@@ -216,6 +208,7 @@ def _build(path: Path, spec: LaunchFile, text: str, config: Config, problems: li
     evergreen = spec.launch.mode == "evergreen"
     body_dir = path.parent / path.stem
     phases: list[Phase] = []
+    seen_ids: set[str] = set()
     for p_index, p in enumerate(spec.phases):
         loc = ("phase", p_index)
         start_anchors = ("join", "absolute") if evergreen else ("absolute",)
@@ -230,6 +223,9 @@ def _build(path: Path, spec: LaunchFile, text: str, config: Config, problems: li
         has_end = p.ends is not None or p_index + 1 < len(spec.phases)
         for e_index, e in enumerate(p.emails):
             eloc = loc + ("email", e_index)
+            if e.id in seen_ids:
+                problem(eloc + ("id",), f"email id {e.id!r} is used twice; ids must be unique within a launch")
+            seen_ids.add(e.id)
             if e.when.anchor == "end" and not has_end:
                 problem(eloc + ("when",), f"{e.when.source!r} needs a phase end, but {p.name!r} is the last phase and has no 'ends'")
             body = body_dir / e.body
@@ -249,6 +245,8 @@ def _build(path: Path, spec: LaunchFile, text: str, config: Config, problems: li
                     condition(eloc + ("unless",), e.unless),
                     e.late_by or config.delivery.late_by,
                     e.catch_up,
+                    key_path(eloc),
+                    locate(text, eloc),
                 )
             )
         phases.append(phase)

@@ -599,6 +599,11 @@ def _default_layout(autoescape: bool) -> jinja2.Template:
     return _environment(autoescape).from_string(DEFAULT_LAYOUT_HTML if autoescape else DEFAULT_LAYOUT_TEXT)
 
 
+def compile_layout(source: str, *, html: bool) -> jinja2.Template:
+    """Compile a layout on its own, to report its mistakes once rather than with every body."""
+    return _compile_layout(_environment(html), source, "layout" if html else "text layout")
+
+
 def _compile_layout(env: jinja2.Environment, source: str, what: str) -> jinja2.Template:
     ast = _parse(env, source, where=f"{what}: ")
     if not _uses_name(ast, "content"):

@@ -91,19 +91,48 @@ def _table_loc(parts: tuple[str, ...], current: Loc, counters: dict[Loc, int], i
     return loc
 
 
-def validation_problems(exc: pydantic.ValidationError, path: Path, text: str) -> list[Problem]:
+def validation_problems(exc: pydantic.ValidationError, path: Path, text: str, model: type[pydantic.BaseModel]) -> list[Problem]:
     """One problem per pydantic error, with key path and line."""
     problems = []
     for error in exc.errors():
         loc = tuple(error["loc"])
-        problems.append(Problem(path, _message(error), key=key_path(loc) or None, line=locate(text, loc)))
+        if error["type"] == "extra_forbidden":
+            allowed = ", ".join(allowed_keys(model, loc[:-1]))
+            message = f"unknown key {loc[-1]!r}; the keys allowed here are: {allowed}"
+        else:
+            message = _message(error)
+        problems.append(Problem(path, message, key=key_path(loc) or None, line=locate(text, loc)))
     return problems
+
+
+def allowed_keys(model: type[pydantic.BaseModel], loc: Loc) -> list[str]:
+    """The keys the model accepts at ``loc`` (a table's path, list indexes included)."""
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = next((f for name, f in current.model_fields.items() if (f.alias or name) == part), None)
+        if field is None:
+            return []
+        current = _model_in(field.annotation)
+        if current is None:
+            return []
+    return [f.alias or name for name, f in current.model_fields.items()]
+
+
+def _model_in(annotation: Any) -> Any:
+    """The pydantic model inside ``Model``, ``list[Model]`` or ``Model | None``."""
+    if isinstance(annotation, type) and issubclass(annotation, pydantic.BaseModel):
+        return annotation
+    for argument in getattr(annotation, "__args__", ()):
+        found = _model_in(argument)
+        if found is not None:
+            return found
+    return None
 
 
 def _message(error: dict[str, Any]) -> str:
     kind = error["type"]
-    if kind == "extra_forbidden":
-        return "unknown key (check its spelling; `launchkit schema` lists the keys)"
     if kind == "missing":
         return "required key is missing"
     message = error["msg"]
@@ -114,12 +143,12 @@ def _message(error: dict[str, Any]) -> str:
     return message
 
 
-def expand_env(value: Any, loc: Loc, path: Path, problems: list[Problem]) -> Any:
+def expand_env(value: Any, loc: Loc, path: Path, problems: list[Problem], text: str = "") -> Any:
     """Replace ``${VAR}`` and ``${VAR:-default}`` in strings, recursively; unset variables are problems."""
     if isinstance(value, dict):
-        return {k: expand_env(v, loc + (k,), path, problems) for k, v in value.items()}
+        return {k: expand_env(v, loc + (k,), path, problems, text) for k, v in value.items()}
     if isinstance(value, list):
-        return [expand_env(v, loc + (i,), path, problems) for i, v in enumerate(value)]
+        return [expand_env(v, loc + (i,), path, problems, text) for i, v in enumerate(value)]
     if not isinstance(value, str) or "${" not in value:
         return value
 
@@ -129,7 +158,9 @@ def expand_env(value: Any, loc: Loc, path: Path, problems: list[Problem]) -> Any
             return os.environ[name]
         if default is not None:
             return default
-        problems.append(Problem(path, f"environment variable {name} is not set", key=key_path(loc)))
+        problems.append(
+            Problem(path, f"environment variable {name} is not set (write ${{{name}:-default}} for a default)", key=key_path(loc), line=locate(text, loc))
+        )
         return ""
 
     return _ENV.sub(substitute, value)

@@ -79,6 +79,8 @@ def print_tick(console: Console, report: TickReport, *, dry_run: bool) -> None:
     ]
     if parts and not dry_run:
         console.print("Tick: " + ", ".join(parts) + ".")
+        for reason in report.failures:
+            console.print(f"  {reason}", markup=False)
     elif not dry_run and console.is_terminal:
         console.print("Tick: nothing due.")
 
@@ -103,6 +105,13 @@ def progress_bar(console: Console, *, enabled: bool) -> Iterator[Progress | None
 
 
 def print_contacts(console: Console, rows: Iterable[tuple[Contact, list[str]]], limit: int) -> None:
+    if not console.is_terminal:
+        # In a pipe: whole values, one tab-separated line each, for grep, cut and friends.
+        for shown, (person, tags) in enumerate(rows):
+            if limit and shown >= limit:
+                break
+            console.print("\t".join([person.email, person.name, person.status, ",".join(tags), f"{person.created_at:%Y-%m-%d}"]), markup=False, soft_wrap=True)
+        return
     table = Table("email", "name", "status", "tags", "since")
     shown = 0
     for person, tags in rows:

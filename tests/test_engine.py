@@ -172,3 +172,18 @@ def test_a_second_tick_while_one_runs_does_nothing(root: Path) -> None:
         assert acquired
         report = tick(at(root, WAITLIST_OPENS), provider=RecordingProvider())
     assert report.locked and report.sent == 0
+
+
+def test_a_template_mistake_stops_the_tick_and_loses_nothing(root: Path) -> None:
+    from launchkit.errors import ConfigError
+
+    body = root / "sequences" / "example-launch" / "welcome.md"
+    good = body.read_text()
+    body.write_text(good + "\n{% if contact.first_name %}unclosed\n")
+    with pytest.raises(ConfigError, match="welcome.md"):
+        tick(at(root, WAITLIST_OPENS), provider=RecordingProvider())
+    assert statuses(root, "welcome") == {"scheduled": 5}  # nothing failed, nothing claimed
+    body.write_text(good)
+    provider = RecordingProvider()
+    tick(at(root, "2030-01-02 09:30"), provider=provider)
+    assert len(provider.sent) == 5

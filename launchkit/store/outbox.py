@@ -176,6 +176,15 @@ def mark_sending(conn: Connection, token: str, ids: Sequence[int], lease_until: 
     return written
 
 
+def release(conn: Connection, token: str) -> int:
+    """Give back rows this worker claimed but never handed to the provider."""
+    return conn.execute(
+        update(outbox)
+        .where(outbox.c.claim_token == token, outbox.c.status == CLAIMED)
+        .values(status=SCHEDULED, claim_token=None, lease_expires=None)
+    ).rowcount
+
+
 _OUTCOME_COLUMNS = ("reason", "variant", "provider", "provider_message_id", "sent_at", "next_attempt_at", "attempts")
 
 
