@@ -56,7 +56,7 @@ def untag(project: Project, emails: Iterable[str], tags: Iterable[str]) -> int:
 def unsubscribe(project: Project, email: str, *, reason: str = "unsubscribed from the command line") -> None:
     with project.store.begin() as conn:
         if not contact_store.set_status(conn, _address(email), "unsubscribed", project.now(), reason):
-            raise LaunchkitError(f"no contact {email!r}")
+            raise LaunchkitError(f"no contact {email!r}; `launchkit audience list` shows who is there")
 
 
 def contacts(project: Project, *, tag_name: str | None = None, status: str | None = None) -> Iterable[tuple[Contact, list[str]]]:

@@ -180,6 +180,8 @@ def run(ctx: click.Context, now: str | None, dry_run: bool, quiet: bool) -> None
 
     project = _project(ctx, now)
     console = _console()
+    for info in project.plugins.errors:  # cron mails stderr: a skipped plugin must not go unnoticed
+        click.echo(f"Warning: plugin {info.name!r} ({info.source}) was not loaded: {info.error}", err=True)
     with progress_bar(console, enabled=not quiet) as progress:
         report = tick(project, dry_run=dry_run, progress=progress)
     if not quiet:
@@ -358,7 +360,10 @@ def conversions_add(ctx: click.Context, email: str, product: str, amount: float,
     when = parse_moment(at, project.tz, source="--at") if at else None
     purchase = Purchase(email, product, Decimal(str(amount)), currency, when, external_id, refunded)
     report = record(project, [purchase], source="manual")
-    _console().print("Recorded." if report.added else "Already recorded: nothing changed.")
+    console = _console()
+    console.print("Recorded." if report.added else "Already recorded: nothing changed.")
+    if report.unknown_buyers:
+        console.print(f"Note: {', '.join(report.unknown_buyers)} is not in the audience; the sale counts if that address joins.")
 
 
 @conversions.command("import")

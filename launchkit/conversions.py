@@ -13,6 +13,7 @@ from launchkit.clock import parse_moment
 from launchkit.csvfiles import CsvProblem, normalize_email, read_conversions_csv
 from launchkit.errors import LaunchkitError
 from launchkit.project import Project
+from launchkit.store import contacts as contact_store
 from launchkit.store import history
 from launchkit.types import Event
 
@@ -36,6 +37,7 @@ class ConversionsReport:
     refunded: int = 0
     known: int = 0  #: already recorded (same source and id)
     problems: list[CsvProblem] = field(default_factory=list)
+    unknown_buyers: list[str] = field(default_factory=list)  #: addresses not in the audience (a typo?)
 
 
 def record(project: Project, purchases: list[Purchase], *, source: str) -> ConversionsReport:
@@ -44,8 +46,11 @@ def record(project: Project, purchases: list[Purchase], *, source: str) -> Conve
     now = project.now()
     stored: list[Event] = []
     with project.store.begin() as conn:
+        audience = contact_store.ids_for(conn, [_address(p.email) for p in purchases])
         for p in purchases:
             email = _address(p.email)
+            if email not in audience and email not in report.unknown_buyers:
+                report.unknown_buyers.append(email)
             at = p.occurred_at or now
             external_id = p.external_id or _derived_id(email, p.product, p.amount, at)
             if history.record_conversion(

@@ -113,12 +113,14 @@ def print_contacts(console: Console, rows: Iterable[tuple[Contact, list[str]]], 
             console.print("\t".join([person.email, person.name, person.status, ",".join(tags), f"{person.created_at:%Y-%m-%d}"]), markup=False, soft_wrap=True)
         return
     table = Table("email", "name", "status", "tags", "since")
+    table.caption = "no contacts yet: `launchkit audience import FILE` or `launchkit audience add ADDRESS`"
     shown = 0
     for person, tags in rows:
         if limit and shown >= limit:
             table.caption = f"first {limit} shown; --limit 0 for all"
             break
         table.add_row(person.email, person.name, person.status, ", ".join(tags), person.created_at.strftime("%Y-%m-%d"))
+        table.caption = None
         shown += 1
     console.print(table)
 
