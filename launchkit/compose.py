@@ -156,11 +156,12 @@ class Composer:
         unsubscribe = self.unsubscribe_url(contact.id, email.id)
         context = self.context(email.phase, email, contact, window, now, unsubscribe)
         try:
-            subject = render_subject(compiled.subjects[variant], context)
+            subject = context["subject"] = render_subject(compiled.subjects[variant], context)
             html, text = compiled.body.render(context)
         except (jinja2.TemplateError, TypeError, ValueError, ArithmeticError, AttributeError) as exc:
             raise RenderError(f"email {email.id!r} could not be rendered for {contact.email}: {exc}") from None
-        if unsubscribe not in text or self.sender.postal_address not in text or str(escape(unsubscribe)) not in html:
+        postal = self.sender.postal_address
+        if unsubscribe not in text or postal not in text or str(escape(unsubscribe)) not in html or str(escape(postal)) not in html:
             raise MissingFooter(
                 f"the rendered email {email.id!r} lacks the unsubscribe link or the postal address "
                 f"(a custom layout must contain {{{{ unsubscribe_url }}}} and {{{{ sender.postal_address }}}})"

@@ -24,7 +24,7 @@ HELPERS = {
     "clicked": "clicked(EMAIL_ID): the contact clicked a link in this email of the launch",
     "clicked_link": "clicked_link(LINK_NAME): the contact clicked this named link",
 }
-VARIABLES = {"contact", "launch", "phase", "now"}
+VARIABLES = {"contact", "launch", "now"}
 
 
 class ConditionError(ValueError):

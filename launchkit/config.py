@@ -30,7 +30,14 @@ class ProjectSettings(Strict):
 class SenderSettings(Strict):
     from_: str = Field(alias="from", description="'Name <address>' shown as the sender.")
     reply_to: str | None = None
-    postal_address: str = Field(description="Printed in every email's footer (CAN-SPAM, GDPR).")
+    postal_address: str = Field(min_length=1, description="Printed in every email's footer (CAN-SPAM, GDPR).")
+
+    @field_validator("postal_address")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("expected the postal address every email must carry (CAN-SPAM); found nothing")
+        return value.strip()
 
     @field_validator("from_")
     @classmethod

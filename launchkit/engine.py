@@ -26,7 +26,7 @@ from sqlalchemy import Connection
 from launchkit.compose import Composer, RenderError
 from launchkit.conditions import ConditionError, Facts
 from launchkit.errors import LaunchkitError
-from launchkit.planner import LAUNCH_JOIN, plan_contact
+from launchkit.planner import LAUNCH_ENTRY, plan_contact
 from launchkit.spec import Email, Launch
 from launchkit.store import contacts as contact_store
 from launchkit.store import outbox
@@ -120,8 +120,8 @@ class Tick:
 
     def _plan_batch(self, conn: Connection, launch: Launch, people: Sequence[Any]) -> int:
         facts = contact_store.facts_for(conn, people, products=launch.products)
-        known = outbox.joins_for(conn, launch.id, [p.id for p in people])
-        joins: list[dict[str, Any]] = []
+        known = outbox.entries_for(conn, launch.id, [p.id for p in people])
+        entries: list[dict[str, Any]] = []
         rows: list[dict[str, Any]] = []
         for person in people:
             earlier = known.get(person.id, {})
@@ -129,7 +129,7 @@ class Tick:
                 plan = plan_contact(launch, person, facts[person.id], earlier, self.now)
             except ConditionError as exc:
                 raise LaunchkitError(f"{launch.path}: planning stopped: condition {exc}") from None
-            joins.extend(dict(contact_id=person.id, phase=p, joined_at=t) for p, t in plan.joins.items() if p not in earlier)
+            entries.extend(dict(contact_id=person.id, phase=p, entered_at=t) for p, t in plan.entries.items() if p not in earlier)
             rows.extend(
                 dict(
                     email_id=d.email.id,
@@ -142,7 +142,7 @@ class Tick:
                 )
                 for d in plan.deliveries
             )
-        outbox.write_plan(conn, launch.id, joins, rows, self.now)
+        outbox.write_plan(conn, launch.id, entries, rows, self.now)
         return len(rows)
 
     # Dispatch.
@@ -202,7 +202,7 @@ class Tick:
             c.uses_events for e in launch.emails for c in (e.only, e.unless, e.phase.audience) if c is not None
         )
         facts = contact_store.facts_for(conn, present, products=launch.products, launch_id=launch.id, with_events=with_events)
-        joins = outbox.joins_for(conn, launch.id, [p.id for p in present]) if launch.evergreen else {}
+        entries = outbox.entries_for(conn, launch.id, [p.id for p in present]) if launch.evergreen else {}
         settled: list[dict[str, Any]] = []
         ready: list[tuple[outbox.Claimed, OutgoingMessage]] = []
         for row in rows:
@@ -229,7 +229,7 @@ class Tick:
             if late > email.late_by:
                 settled.append(_outcome(row, outbox.MISSED, f"{_human(late)} late; this email's late_by is {_human(email.late_by)}"))
                 continue
-            clock = joins.get(person.id, {}).get(LAUNCH_JOIN) if launch.evergreen else None
+            clock = entries.get(person.id, {}).get(LAUNCH_ENTRY) if launch.evergreen else None
             try:
                 message = composer.compose(email, person, launch.window(email.phase, clock), self.now)
                 self.hook.before_send(message=message)

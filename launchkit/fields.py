@@ -60,8 +60,8 @@ def _rate(value: Any) -> float:
 
 def _money(value: Any) -> Decimal:
     # TOML has numbers; a quoted "99" is almost always a mistake worth pointing out.
-    if isinstance(value, bool) or not isinstance(value, (int, float, Decimal)):
-        raise ValueError(f"expected a number like 297 or 29.90 (not quoted); found {value!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, float, Decimal)) or value < 0:
+        raise ValueError(f"expected a number like 297 or 29.90 (not quoted, not negative); found {value!r}")
     return Decimal(str(value))
 
 

@@ -1,11 +1,15 @@
 """Who gets which email when: the rules of a launch applied to one contact. No database here.
 
-A contact enters a launch when its audience holds for them; the moment they entered is the
-latest time a tag the audience asked about was added (or when the contact was created).
-They join each phase whose audience holds, at the later of the phase start and that moment.
-Each email's moment is resolved against the phase and the join; an email whose moment came
-before the contact joined is not sent to them (no burst of past emails) unless it says
-``catch_up``.
+A contact **enters** a launch when its audience holds for them: at the latest time a tag the
+audience asked about was added, or when the contact was created. They enter each phase
+whose audience holds at the later of that moment and the time they got the phase's own
+tags. They **join** the phase at the later of its start and their entry: that is the
+``join`` anchor of ``when``.
+
+Each email's moment is resolved against the phase and the join. An email whose moment came
+before the contact entered is not sent to them (no burst of past emails) unless it says
+``catch_up``; an email before the phase start (``start - 1d``) reaches everyone who was
+already there.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from launchkit.conditions import Facts
 from launchkit.spec import Email, Launch
 
 #: The phase name under which a contact's entry into the launch itself is kept.
-LAUNCH_JOIN = ""
+LAUNCH_ENTRY = ""
 
 SCHEDULED = "scheduled"
 SKIPPED = "skipped"
@@ -37,25 +41,25 @@ class Delivery:
 
 @dataclass
 class ContactPlan:
-    joins: dict[str, datetime]  #: phase name -> joined at (LAUNCH_JOIN for the launch)
+    entries: dict[str, datetime]  #: phase name -> entered at (LAUNCH_ENTRY for the launch)
     deliveries: list[Delivery]
 
 
-def plan_contact(launch: Launch, contact: Any, facts: Facts, known_joins: Mapping[str, datetime], now: datetime) -> ContactPlan:
-    """Apply the launch to one contact. ``known_joins`` keeps earlier joins stable."""
+def plan_contact(launch: Launch, contact: Any, facts: Facts, known: Mapping[str, datetime], now: datetime) -> ContactPlan:
+    """Apply the launch to one contact. ``known`` entries stay as first recorded."""
     plan = ContactPlan({}, [])
     context = {"launch": launch.spec, "now": now}
     in_launch, since = launch.audience.evaluate(contact, facts, context)
-    if not in_launch and not known_joins:
+    if not in_launch and not known:
         return plan
-    entered = known_joins.get(LAUNCH_JOIN) or since or contact.created_at
-    plan.joins[LAUNCH_JOIN] = entered
-    clock = entered if launch.evergreen else None
+    entered_launch = known.get(LAUNCH_ENTRY) or since or contact.created_at
+    plan.entries[LAUNCH_ENTRY] = entered_launch
+    clock = entered_launch if launch.evergreen else None
 
     for phase in launch.phases:
         start, end = launch.window(phase, clock)
-        joined = known_joins.get(phase.name)
-        if joined is None:
+        entered = known.get(phase.name)
+        if entered is None:
             if not in_launch:
                 continue
             phase_since = None
@@ -63,16 +67,17 @@ def plan_contact(launch: Launch, contact: Any, facts: Facts, known_joins: Mappin
                 holds, phase_since = phase.audience.evaluate(contact, facts, context)
                 if not holds:
                     continue
-            joined = max(start, entered, phase_since or entered)
-            if end is not None and joined >= end:
+            entered = max(entered_launch, phase_since or entered_launch)
+            if end is not None and entered >= end:
                 continue  # arrived after the phase was over: nothing of it concerns them
-        plan.joins[phase.name] = joined
+        plan.entries[phase.name] = entered
+        joined = max(start, entered)
         for email in phase.emails:
             moment = email.when.resolve(launch.tz, start=start, end=end, join=joined)
-            if moment >= joined:
+            if moment >= entered:
                 plan.deliveries.append(Delivery(email, moment, SCHEDULED))
             elif email.catch_up:
-                plan.deliveries.append(Delivery(email, joined, SCHEDULED))
+                plan.deliveries.append(Delivery(email, entered, SCHEDULED))
             else:
                 plan.deliveries.append(Delivery(email, moment, SKIPPED, LATE_JOINER))
     return plan

@@ -11,7 +11,7 @@ from sqlalchemy import Connection
 from launchkit.compose import Composer
 from launchkit.engine import Progress, Tick, TickReport
 from launchkit.errors import LaunchkitError
-from launchkit.planner import LAUNCH_JOIN
+from launchkit.planner import LAUNCH_ENTRY
 from launchkit.project import Project
 from launchkit.store import contacts as contact_store
 from launchkit.store import outbox
@@ -97,6 +97,6 @@ def preview(project: Project, launch_id: str, email_id: str, address: str | None
             if found is None:
                 raise LaunchkitError(f"no contact {address!r}; `launchkit audience list` shows who is there")
             person = found
-            clock = outbox.joins_for(conn, launch.id, [person.id]).get(person.id, {}).get(LAUNCH_JOIN, now)
+            clock = outbox.entries_for(conn, launch.id, [person.id]).get(person.id, {}).get(LAUNCH_ENTRY, now)
     composer = Composer(project.config, launch, project.root, project.secret(), project.plugins.hook)
     return composer.compose(email, person, launch.window(email.phase, clock if launch.evergreen else None), now)

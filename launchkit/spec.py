@@ -219,6 +219,8 @@ def _build(path: Path, spec: LaunchFile, text: str, config: Config, problems: li
             problem(loc + ("ends",), "a phase end cannot be relative to itself; use 'start + …' or a date")
         if p.ends is not None and p.ends.anchor == "join" and not evergreen:
             problem(loc + ("ends",), "'join' anchors a phase only in evergreen mode; use a date or 'start + …'")
+        if any(p.name == earlier.name for earlier in phases):
+            problem(loc + ("name",), f"phase name {p.name!r} is used twice; each phase needs its own name")
         phase = Phase(p.name, p_index, p.starts, p.ends, condition(loc + ("audience",), p.audience))
         has_end = p.ends is not None or p_index + 1 < len(spec.phases)
         for e_index, e in enumerate(p.emails):

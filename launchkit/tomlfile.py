@@ -154,10 +154,11 @@ def expand_env(value: Any, loc: Loc, path: Path, problems: list[Problem], text: 
 
     def substitute(match: re.Match[str]) -> str:
         name, default = match.group(1), match.group(2)
-        if name in os.environ:
-            return os.environ[name]
+        value = os.environ.get(name)
+        if value or (value is not None and default is None):
+            return value
         if default is not None:
-            return default
+            return default  # as in the shell, ${VAR:-default} also replaces an empty VAR
         problems.append(
             Problem(path, f"environment variable {name} is not set (write ${{{name}:-default}} for a default)", key=key_path(loc), line=locate(text, loc))
         )

@@ -27,12 +27,15 @@ class MaildirProvider(Provider):
 
     def __init__(self, folder: Path):
         self.folder = folder
-        for sub in ("tmp", "new", "cur"):
-            (folder / sub).mkdir(parents=True, exist_ok=True)
+        self._ready = False
         self._host = socket.gethostname().replace("/", "_").replace(":", "_")
         self._count = 0
 
     def send(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
+        if not self._ready:  # on first send: `launchkit check` builds providers too
+            for sub in ("tmp", "new", "cur"):
+                (self.folder / sub).mkdir(parents=True, exist_ok=True)
+            self._ready = True
         results = []
         for message in messages:
             try:

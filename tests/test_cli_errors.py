@@ -127,7 +127,7 @@ def test_catch_up_given_as_a_string_is_a_type_error(project_dir: Path, launchkit
     edit(launch, "catch_up = true", 'catch_up = "yes"')
     line = line_of(launch, 'catch_up = "yes"')
 
-    assert_clean_error(launchkit(command), "example-launch.toml", f"line {line}", "phase[1].email[1].catch_up", "'yes'")
+    assert_clean_error(launchkit(command), "example-launch.toml", f"line {line}", "phase[1].email[2].catch_up", "'yes'")
 
 
 def test_a_late_by_without_a_unit_shows_durations_that_work(project_dir: Path, launchkit: Launchkit) -> None:
@@ -506,3 +506,27 @@ def test_audience_import_without_an_email_column_shows_the_headers_it_found(proj
 def test_audience_add_of_an_invalid_address_says_why(launchkit: Launchkit) -> None:
     assert_clean_error(launchkit("audience", "add", "camille@@example.com"), "'camille@@example.com'", "not a valid email address")
     assert_no_contacts(launchkit)
+
+
+def test_a_blank_postal_address_is_refused(project_dir: Path, launchkit: Launchkit) -> None:
+    config = project_dir / "launchkit.toml"
+    text = config.read_text(encoding="utf-8")
+    start = text.index("postal_address = ")
+    config.write_text(text[:start] + 'postal_address = "  "' + text[text.index("\n", start) :], encoding="utf-8")
+
+    assert_clean_error(launchkit("check"), "launchkit.toml", "sender.postal_address", "postal address")
+
+
+def test_a_phase_name_used_twice_is_refused(project_dir: Path, launchkit: Launchkit) -> None:
+    launch = project_dir / LAUNCH_FILE
+    edit(launch, 'name = "close"', 'name = "waitlist"')
+
+    assert_clean_error(launchkit("check"), "example-launch.toml", "phase[3].name", "used twice")
+
+
+def test_a_custom_layout_without_the_postal_address_is_refused(project_dir: Path, launchkit: Launchkit) -> None:
+    (project_dir / BODIES / "layout.html").write_text(
+        "<html><body>{{ content }}<a href=\"{{ unsubscribe_url }}\">unsubscribe</a></body></html>", encoding="utf-8"
+    )
+
+    assert_clean_error(launchkit("check"), "postal address")

@@ -271,3 +271,23 @@ def test_a_late_tick_within_late_by_still_sends_last_call(tmp_path: Path) -> Non
     report = tick(Project.open(root, now="2027-04-02 20:40"))  # 40 minutes late, late_by = 1h
     assert report.sent == 1
     assert [e for _, _, e, _ in delivered(root) if e == "last-call"] == ["last-call"]
+
+
+def test_an_email_before_the_phase_start_reaches_those_already_there(tmp_path: Path) -> None:
+    root = tmp_path / "project"
+    write_project(root)
+    launch_file = root / "sequences" / "spring.toml"
+    launch_file.write_text(
+        launch_file.read_text().replace(
+            '  [[phase.email]]\n  id = "doors-open"',
+            '  [[phase.email]]\n  id = "tomorrow"\n  when = "start - 1d"\n  subject = "Demain"\n  body = "note.md"\n\n'
+            '  [[phase.email]]\n  id = "doors-open"',
+        ),
+        encoding="utf-8",
+    )
+    audience.add(Project.open(root, now="2027-03-01 12:00"), "early@example.com", tags=["newsletter"])
+    audience.add(Project.open(root, now="2027-03-28 12:00"), "late@example.com", tags=["newsletter"])
+    tick(Project.open(root, now="2027-03-28 09:30"))  # the eve of doors-open (09:00): the early one only
+    tick(Project.open(root, now="2027-03-29 09:30"))
+    got = sorted((to, e) for to, _, e, _ in delivered(root) if e in ("tomorrow", "doors-open"))
+    assert got == [("early@example.com", "doors-open"), ("early@example.com", "tomorrow"), ("late@example.com", "doors-open")]

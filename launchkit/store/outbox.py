@@ -61,30 +61,31 @@ def save_planning_state(conn: Connection, launch_id: str, fingerprint: str, revi
     )
 
 
-def joins_for(conn: Connection, launch_id: str, contact_ids: Sequence[int]) -> dict[int, dict[str, datetime]]:
+def entries_for(conn: Connection, launch_id: str, contact_ids: Sequence[int]) -> dict[int, dict[str, datetime]]:
+    """contact id -> phase -> when they entered it ("" for the launch itself)."""
     found: dict[int, dict[str, datetime]] = {}
     for start in range(0, len(contact_ids), _CHUNK):
-        for contact_id, phase, joined_at in conn.execute(
-            select(enrolments.c.contact_id, enrolments.c.phase, enrolments.c.joined_at).where(
+        for contact_id, phase, entered_at in conn.execute(
+            select(enrolments.c.contact_id, enrolments.c.phase, enrolments.c.entered_at).where(
                 enrolments.c.launch_id == launch_id, enrolments.c.contact_id.in_(contact_ids[start : start + _CHUNK])
             )
         ):
-            found.setdefault(contact_id, {})[phase] = joined_at
+            found.setdefault(contact_id, {})[phase] = entered_at
     return found
 
 
-def write_plan(conn: Connection, launch_id: str, joins: list[dict[str, Any]], rows: list[dict[str, Any]], now: datetime) -> None:
-    """Record joins (first one wins) and upsert planned rows.
+def write_plan(conn: Connection, launch_id: str, entries: list[dict[str, Any]], rows: list[dict[str, Any]], now: datetime) -> None:
+    """Record entries into phases (the first one stays) and upsert planned rows.
 
     Planning runs again whenever a contact or the launch file changes, so a row that is
     still scheduled and never attempted takes the new plan; any other row is history and
     is left as it is. The unique key makes concurrent planners harmless.
     """
     insert_ = _insert(conn)
-    if joins:
+    if entries:
         conn.execute(
             insert_(enrolments).on_conflict_do_nothing(index_elements=["launch_id", "contact_id", "phase"]),
-            [dict(launch_id=launch_id, **j) for j in joins],
+            [dict(launch_id=launch_id, **e) for e in entries],
         )
     if rows:
         stmt = insert_(outbox)

@@ -99,7 +99,7 @@ enrolments = Table(
     Column("launch_id", String(100), primary_key=True),
     Column("contact_id", Integer, ForeignKey("contacts.id", ondelete="CASCADE"), primary_key=True),
     Column("phase", String(100), primary_key=True),  # "" is the launch itself (evergreen clocks)
-    Column("joined_at", UTCDateTime, nullable=False),
+    Column("entered_at", UTCDateTime, nullable=False),  # when they entered the phase's audience
 )
 
 outbox = Table(

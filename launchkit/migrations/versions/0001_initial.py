@@ -53,7 +53,7 @@ def upgrade() -> None:
         sa.Column("launch_id", sa.String(100), primary_key=True),
         sa.Column("contact_id", sa.Integer, sa.ForeignKey("contacts.id", ondelete="CASCADE"), primary_key=True),
         sa.Column("phase", sa.String(100), primary_key=True),
-        sa.Column("joined_at", UTCDateTime, nullable=False),
+        sa.Column("entered_at", UTCDateTime, nullable=False),
     )
     op.create_table(
         "outbox",
