@@ -292,6 +292,8 @@ class Tick:
         base = dict(oid=row.id, variant=variant, provider=self.provider_name, attempts=row.attempts + 1, reason=result.reason)
         if result.status == SendStatus.ACCEPTED:
             return dict(base, status=outbox.SENT, provider_message_id=result.provider_message_id, sent_at=self.now)
+        if result.status == SendStatus.UNKNOWN:
+            return dict(base, status=outbox.IN_DOUBT)
         if result.status == SendStatus.TRANSIENT and row.attempts + 1 < MAX_ATTEMPTS:
             delay = _backoff(row.attempts, result.retry_after)
             return dict(base, status=outbox.SCHEDULED, next_attempt_at=self.now + delay)

@@ -36,6 +36,7 @@ class SendStatus(enum.StrEnum):
     ACCEPTED = "accepted"  #: the provider took the message
     TRANSIENT = "transient"  #: try again later (rate limit, outage, 4xx SMTP reply)
     PERMANENT = "permanent"  #: will never succeed as is (invalid address, rejected content)
+    UNKNOWN = "unknown"  #: the provider may or may not have it (connection lost after sending): in doubt
 
 
 @dataclass
@@ -68,6 +69,9 @@ class Provider:
 
     name: ClassVar[str] = ""
     max_batch: ClassVar[int] = 1
+    #: True when the service deduplicates on ``OutgoingMessage.key`` (an idempotency key):
+    #: then a message whose fate is unknown is safely retried instead of left in doubt.
+    idempotent: ClassVar[bool] = False
 
     def send(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
         raise NotImplementedError

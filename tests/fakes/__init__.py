@@ -1,0 +1,1 @@
+"""Local servers that speak each email service's documented API, for tests and benchmarks."""
