@@ -176,16 +176,128 @@ def run(ctx: click.Context, now: str | None, dry_run: bool, quiet: bool) -> None
       * * * * *  cd /path/to/project && launchkit run --quiet
     """
     from launchkit.runner import tick
+    from launchkit.scheduler import stop_on_signals
     from launchkit.views import print_tick, progress_bar
 
     project = _project(ctx, now)
     console = _console()
-    for info in project.plugins.errors:  # cron mails stderr: a skipped plugin must not go unnoticed
-        click.echo(f"Warning: plugin {info.name!r} ({info.source}) was not loaded: {info.error}", err=True)
-    with progress_bar(console, enabled=not quiet) as progress:
-        report = tick(project, dry_run=dry_run, progress=progress)
+    _warn_plugin_errors(project)
+    with progress_bar(console, enabled=not quiet) as progress, stop_on_signals() as stop:
+        report = tick(project, dry_run=dry_run, stop=stop.is_set, progress=progress)
     if not quiet:
         print_tick(console, report, dry_run=dry_run)
+
+
+def _warn_plugin_errors(project: Any) -> None:
+    for info in project.plugins.errors:  # cron mails stderr: a skipped plugin must not go unnoticed
+        click.echo(f"Warning: plugin {info.name!r} ({info.source}) was not loaded: {info.error}", err=True)
+
+
+@cli.command()
+@click.option("--every", type=click.FloatRange(min=1), default=60, show_default=True, help="Seconds between ticks.")
+@click.pass_context
+def scheduler(ctx: click.Context, every: float) -> None:
+    """Tick every N seconds until SIGTERM or Ctrl-C (for containers and systemd).
+
+    SIGTERM finishes the chunk in flight, records it and exits.
+
+    \b
+    Example:
+      launchkit scheduler --every 30
+    """
+    import logging
+
+    from launchkit.runner import tick
+    from launchkit.scheduler import run_forever, stop_on_signals
+    from launchkit.views import print_tick
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    console = _console()
+    root = _project(ctx).root
+    with stop_on_signals() as stop:
+
+        def one_tick(stop_event: Any) -> Any:
+            from launchkit.project import Project
+
+            project = Project.open(root)  # read again: edits to launch files apply on the next tick
+            _warn_plugin_errors(project)
+            return tick(project, stop=stop_event.is_set)
+
+        run_forever(one_tick, every, stop, lambda report: print_tick(console, report, dry_run=False))
+    console.print("Scheduler stopped.")
+
+
+@cli.group(cls=_Group, invoke_without_command=True)
+@click.option("--failed", "statuses", flag_value="failed", multiple=True, help="List failed rows, with reasons.")
+@click.option("--in-doubt", "statuses", flag_value="in_doubt", multiple=True, help="List rows in doubt.")
+@click.option("--missed", "statuses", flag_value="missed", multiple=True, help="List missed rows.")
+@click.option("--skipped", "statuses", flag_value="skipped", multiple=True, help="List skipped rows.")
+@click.option("--launch", "launch_id", help="Only this launch.")
+@click.option("--limit", type=int, default=50, show_default=True, help="0 for all.")
+@click.pass_context
+def outbox(ctx: click.Context, statuses: tuple[str, ...], launch_id: str | None, limit: int) -> None:
+    """What is scheduled, sent, failed, in doubt or missed, with reasons.
+
+    \b
+    Examples:
+      launchkit outbox                   counts per launch, email and status
+      launchkit outbox --failed          the failed rows and why
+      launchkit outbox retry --in-doubt  send the rows in doubt again, deliberately
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    from launchkit.store import outbox as outbox_store
+    from launchkit.views import print_outbox_counts, print_outbox_rows
+
+    project = _project(ctx)
+    with project.store.connect() as conn:
+        if statuses:
+            print_outbox_rows(_console(), outbox_store.listing(conn, statuses, launch_id=launch_id, limit=limit))
+        else:
+            print_outbox_counts(_console(), outbox_store.counts(conn, launch_id))
+
+
+@outbox.command("retry")
+@click.option("--in-doubt", "status", flag_value="in_doubt", help="Rows whose fate is unknown (may send a duplicate).")
+@click.option("--failed", "status", flag_value="failed", help="Rows that failed.")
+@click.option("--launch", "launch_id", help="Only this launch.")
+@click.pass_context
+def outbox_retry(ctx: click.Context, status: str | None, launch_id: str | None) -> None:
+    """Schedule in-doubt (or failed) rows to be sent by the next tick.
+
+    \b
+    Example:
+      launchkit outbox retry --in-doubt --launch academy-spring
+    """
+    from launchkit.store import outbox as outbox_store
+
+    if status is None:
+        raise click.UsageError("say which rows to retry: --in-doubt or --failed")
+    project = _project(ctx)
+    with project.store.begin() as conn:
+        count = outbox_store.retry(conn, status, project.now(), launch_id=launch_id)
+    _console().print(f"{count} row(s) scheduled again; the next tick sends them.")
+
+
+@cli.command("send-test")
+@click.argument("launch")
+@click.argument("email")
+@click.option("--to", "to", required=True, help="Where to send the test.")
+@click.option("--contact", "address", help="Render as for this contact (default: a sample contact).")
+@click.pass_context
+def send_test(ctx: click.Context, launch: str, email: str, to: str, address: str | None) -> None:
+    """Send one email for real through the configured provider, outside the outbox.
+
+    \b
+    Example:
+      launchkit send-test academy-spring doors-open --to me@example.com
+    """
+    from launchkit.runner import send_test as send
+
+    result = send(_project(ctx), launch, email, to, address)
+    _console().print(f"{result.status.value}: {result.reason or result.provider_message_id or ''}".rstrip(": "))
+    if result.status.value != "accepted":
+        raise SystemExit(1)
 
 
 @cli.group(cls=_Group)

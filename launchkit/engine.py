@@ -18,7 +18,8 @@ import random
 import uuid
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, time, timedelta, timezone
+from zoneinfo import ZoneInfo
 from typing import Any, Callable, Iterable, Sequence
 
 from sqlalchemy import Connection
@@ -30,6 +31,8 @@ from launchkit.planner import LAUNCH_ENTRY, plan_contact
 from launchkit.spec import Email, Launch
 from launchkit.store import contacts as contact_store
 from launchkit.store import outbox
+from launchkit.throttle import Throttle
+from launchkit.timing import localize
 from launchkit.types import OutgoingMessage, Provider, SendResult, SendStatus, SkipMessage
 
 log = logging.getLogger("launchkit")
@@ -59,6 +62,7 @@ class TickReport:
     locked: bool = False  #: another tick held the lock; this one did nothing
     would_send: list[OutgoingMessage] = field(default_factory=list)  #: dry run only
     failures: list[str] = field(default_factory=list)  #: the first reasons for failed or in-doubt rows
+    capped: bool = False  #: the daily cap stopped sending; the rest goes tomorrow
 
     def count(self, outcome: dict[str, Any]) -> None:
         """Count one row's outcome; keep the first reasons for failures and doubts."""
@@ -80,19 +84,24 @@ class Tick:
     provider_name: str
     hook: Any
     now: datetime
+    tz: ZoneInfo = ZoneInfo("UTC")  #: the project's timezone: the daily cap counts from its midnight
+    throttle: Throttle = field(default_factory=lambda: Throttle(None))
+    daily_cap: int | None = None
+    stop: Callable[[], bool] = lambda: False  #: checked between chunks: true finishes the chunk in flight and stops
     progress: Progress | None = None
 
     def run(self, *, every_orphan: bool) -> TickReport:
         report = TickReport()
-        real_now = datetime.now(timezone.utc)
+        idempotent = bool(getattr(self.provider, "idempotent", False))
         with self.transaction() as conn:
-            requeued, in_doubt = outbox.recover(conn, real_now, every_orphan=every_orphan)
+            requeued, in_doubt = outbox.recover(conn, _real_now(), every_orphan=every_orphan, idempotent=idempotent)
         report.recovered, report.in_doubt = requeued, in_doubt
         for launch in self.launches.values():
+            if self.stop():
+                return report
             report.planned += self.plan(launch)
         self.dispatch(report)
         return report
-
     # Planning.
 
     def plan(self, launch: Launch) -> int:
@@ -149,48 +158,79 @@ class Tick:
 
     def dispatch(self, report: TickReport) -> None:
         token = uuid.uuid4().hex
-        while True:
+        budget = self._daily_budget()
+        while not self.stop() and not report.capped:
             with self.transaction() as conn:
                 claimed = outbox.claim(conn, self.now, limit=CLAIM_BATCH, token=token, lease_until=_real_now() + LEASE)
             if not claimed:
                 return
             try:
-                self._dispatch_batch(claimed, token, report)
-            except BaseException:
-                # A template that does not compile, a signal, a bug: what was claimed but
-                # never handed over goes back to the queue at once, to be sent once fixed.
+                budget = self._dispatch_batch(claimed, token, report, budget)
+            finally:
+                # Whatever was claimed but never handed over (a stop, the daily cap, a
+                # template that does not compile, a bug) goes back to the queue at once.
                 with self.transaction() as conn:
                     outbox.release(conn, token)
-                raise
             if self.progress:
                 self.progress("sending", len(claimed))
 
-    def _dispatch_batch(self, claimed: Sequence[outbox.Claimed], token: str, report: TickReport) -> None:
-        outcomes: list[dict[str, Any]] = []
-        to_send: list[tuple[outbox.Claimed, OutgoingMessage]] = []
+    def _daily_budget(self) -> int | None:
+        """How many more messages today's cap allows (None: no cap)."""
+        if self.daily_cap is None:
+            return None
+        local = self.now.astimezone(self.tz)
+        midnight = localize(datetime.combine(local.date(), time()), self.tz)
+        with self.transaction() as conn:
+            return max(0, self.daily_cap - outbox.sent_since(conn, midnight))
+
+    def _dispatch_batch(self, claimed: Sequence[outbox.Claimed], token: str, report: TickReport, budget: int | None) -> int | None:
+        """Check, render and send one claimed batch; returns what is left of the daily budget."""
+        settled: list[dict[str, Any]] = []
+        ready: list[tuple[outbox.Claimed, OutgoingMessage]] = []
         with self.transaction() as conn:
             people = contact_store.by_ids(conn, sorted({c.contact_id for c in claimed}))
             for launch_id, rows in _group(claimed, lambda r: r.launch_id).items():
                 launch = self.launches.get(launch_id)
                 if launch is None:
-                    outcomes += [_outcome(r, outbox.SKIPPED, f"launch {launch_id!r} is no longer in sequences/") for r in rows]
+                    settled += [_outcome(r, outbox.SKIPPED, f"launch {launch_id!r} is no longer in sequences/") for r in rows]
                     continue
-                checked, ready = self._check(conn, launch, rows, people)
-                outcomes += checked
-                to_send += ready
-        for outcome in outcomes:
-            report.count(outcome)
+                checked, ok = self._check(conn, launch, rows, people)
+                settled += checked
+                ready += ok
+        self._settle(token, settled, report)
         if self.provider is None:
             # A dry run's transaction is rolled back; settling the rows as sent only moves
             # the claim loop past them.
-            report.would_send += [m for _, m in to_send]
-            outcomes += [_outcome(r, outbox.SENT, "dry run") for r, _ in to_send]
-        else:
+            report.would_send += [m for _, m in ready]
+            self._settle(token, [_outcome(r, outbox.SENT, "dry run") for r, _ in ready], report, count=False)
+            return budget
+        size = self.throttle.chunk_size(max(1, self.provider.max_batch))
+        for start in range(0, len(ready), size):
+            chunk = ready[start : start + size]
+            if budget is not None:
+                if budget <= 0:
+                    report.capped = True
+                    return budget
+                chunk = chunk[:budget]
+            if not self.throttle.wait(len(chunk), self.stop):
+                return budget
+            # Marked sending just before the provider sees them: a crash from here on
+            # leaves exactly this chunk in doubt, and nothing else.
             with self.transaction() as conn:
-                outbox.mark_sending(conn, token, [r.id for r, _ in to_send], _real_now() + LEASE)
-            outcomes += self._send(to_send, report)
+                outbox.mark_sending(conn, token, [r.id for r, _ in chunk], _real_now() + LEASE)
+            self._settle(token, self._send(chunk), report)
+            if budget is not None:
+                budget -= len(chunk)
+        return budget
+
+    def _settle(self, token: str, outcomes: list[dict[str, Any]], report: TickReport, *, count: bool = True) -> None:
+        if not outcomes:
+            return
         with self.transaction() as conn:
             outbox.settle(conn, token, outcomes, self.now)
+        if count:
+            for outcome in outcomes:
+                report.count(outcome)
 
     def _check(
         self, conn: Connection, launch: Launch, rows: Sequence[outbox.Claimed], people: dict[int, Any]
@@ -256,37 +296,23 @@ class Tick:
             return f"unless = {email.unless.source!r} is true"
         return None
 
-    def _send(self, batch: Sequence[tuple[outbox.Claimed, OutgoingMessage]], report: TickReport) -> list[dict[str, Any]]:
+    def _send(self, chunk: Sequence[tuple[outbox.Claimed, OutgoingMessage]]) -> list[dict[str, Any]]:
+        """Hand one chunk to the provider; one outcome per row, whatever the provider does."""
         assert self.provider is not None
-        outcomes: list[dict[str, Any]] = []
-        size = max(1, self.provider.max_batch)
-        for start in range(0, len(batch), size):
-            chunk = batch[start : start + size]
-            by_key = {m.key: r for r, m in chunk}
-            variants = {m.key: m.variant for _, m in chunk}
-            try:
-                results = self.provider.send([m for _, m in chunk])
-            except Exception as exc:  # the provider's fault, not the messages': their fate is unknown
-                log.exception("provider %s raised while sending", self.provider_name)
-                doubts = [_outcome(r, outbox.IN_DOUBT, f"provider {self.provider_name!r} raised {exc!r} while sending") for r, _ in chunk]
-                for outcome in doubts:
-                    report.count(outcome)
-                outcomes += doubts
-                continue
-            answered = set()
-            for result in results:
-                row = by_key.get(result.key)
-                if row is None or result.key in answered:
-                    continue
-                answered.add(result.key)
-                outcome = self._result(row, result, variant=variants[result.key])
-                report.count(outcome)
-                outcomes.append(outcome)
-            for key in by_key.keys() - answered:
-                outcome = _outcome(by_key[key], outbox.IN_DOUBT, f"provider {self.provider_name!r} gave no result for it")
-                report.count(outcome)
-                outcomes.append(outcome)
-        return outcomes
+        try:
+            results = self.provider.send([m for _, m in chunk])
+        except Exception as exc:  # the provider's fault, not the messages': their fate is unknown
+            log.exception("provider %s raised while sending", self.provider_name)
+            return [_outcome(r, outbox.IN_DOUBT, f"provider {self.provider_name!r} raised {exc!r} while sending") for r, _ in chunk]
+        by_key = {m.key: (r, m) for r, m in chunk}
+        outcomes: dict[str, dict[str, Any]] = {}
+        for result in results:
+            if result.key in by_key and result.key not in outcomes:
+                row, message = by_key[result.key]
+                outcomes[result.key] = self._result(row, result, message.variant)
+        for key in by_key.keys() - outcomes.keys():
+            outcomes[key] = _outcome(by_key[key][0], outbox.IN_DOUBT, f"provider {self.provider_name!r} gave no result for it")
+        return list(outcomes.values())
 
     def _result(self, row: outbox.Claimed, result: SendResult, variant: int) -> dict[str, Any]:
         base = dict(oid=row.id, variant=variant, provider=self.provider_name, attempts=row.attempts + 1, reason=result.reason)

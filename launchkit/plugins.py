@@ -156,7 +156,8 @@ def load_plugins(project_dir: Path | None) -> Plugins:
 
 def _where(exc: BaseException) -> str:
     """Where in the plugin's own code an import failed: the last frame outside launchkit."""
-    frames = [f for f in traceback.extract_tb(exc.__traceback__) if "importlib" not in f.filename]
+    ours = str(Path(__file__).parent)
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if "importlib" not in f.filename and not f.filename.startswith(ours)]
     return f" at {frames[-1].filename}, line {frames[-1].lineno}" if frames else ""
 
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import uuid
 from contextlib import contextmanager
 from datetime import datetime, timezone
-from typing import Iterator
+from typing import Callable, Iterator
 
 from sqlalchemy import Connection
 
@@ -16,7 +17,8 @@ from launchkit.project import Project
 from launchkit.store import contacts as contact_store
 from launchkit.store import outbox
 from launchkit.store.contacts import Contact
-from launchkit.types import OutgoingMessage, Provider
+from launchkit.throttle import Throttle
+from launchkit.types import OutgoingMessage, Provider, SendResult, SendStatus
 
 
 def composers(project: Project, secret: str) -> dict[str, Composer]:
@@ -26,12 +28,20 @@ def composers(project: Project, secret: str) -> dict[str, Composer]:
     }
 
 
-def tick(project: Project, *, dry_run: bool = False, provider: Provider | None = None, progress: Progress | None = None) -> TickReport:
+def tick(
+    project: Project,
+    *,
+    dry_run: bool = False,
+    provider: Provider | None = None,
+    stop: Callable[[], bool] = lambda: False,
+    progress: Progress | None = None,
+) -> TickReport:
     """One tick: plan and send everything due at the project's ``now``.
 
-    ``provider`` replaces the configured one (a test's recording provider, say). On SQLite
-    a second tick started while one runs returns at once with ``locked`` set. A dry run
-    does everything but send, in a transaction that is rolled back.
+    ``provider`` replaces the configured one (a test's recording provider, say). ``stop``
+    is asked between chunks: once true, the chunk in flight is finished and recorded, and
+    the tick ends. On SQLite a second tick started while one runs returns at once with
+    ``locked`` set. A dry run does everything but send, in a transaction rolled back.
     """
     launches = project.launches
     store = project.store
@@ -51,6 +61,10 @@ def tick(project: Project, *, dry_run: bool = False, provider: Provider | None =
             provider_name=provider.name if provider is not None else project.config.delivery.provider,
             hook=project.plugins.hook,
             now=project.now(),
+            tz=project.tz,
+            throttle=Throttle(project.config.delivery.rate),
+            daily_cap=project.config.delivery.daily_cap,
+            stop=stop,
             progress=progress,
         )
         try:
@@ -100,3 +114,22 @@ def preview(project: Project, launch_id: str, email_id: str, address: str | None
             clock = outbox.entries_for(conn, launch.id, [person.id]).get(person.id, {}).get(LAUNCH_ENTRY, now)
     composer = Composer(project.config, launch, project.root, project.secret(), project.plugins.hook)
     return composer.compose(email, person, launch.window(email.phase, clock if launch.evergreen else None), now)
+
+
+def send_test(project: Project, launch_id: str, email_id: str, to: str, address: str | None = None) -> SendResult:
+    """Send one email to ``to`` through the configured provider, outside the outbox.
+
+    The subject is marked ``[TEST]`` and the key is unique, so an idempotent service
+    never confuses it with the real delivery.
+    """
+    message = preview(project, launch_id, email_id, address)
+    message.to, message.to_name = to.strip(), None
+    message.subject = f"[TEST] {message.subject}"
+    message.key = f"test/{message.key}/{uuid.uuid4().hex}"
+    message.message_id = message.message_id.replace("<", f"<test.{uuid.uuid4().hex[:8]}.", 1)
+    provider = project.provider()
+    try:
+        results = provider.send([message])
+    finally:
+        provider.close()
+    return results[0] if results else SendResult(message.key, SendStatus.UNKNOWN, reason="the provider gave no result")

@@ -77,6 +77,8 @@ def print_tick(console: Console, report: TickReport, *, dry_run: bool) -> None:
         )
         if n
     ]
+    if report.capped:
+        parts.append("daily cap reached: the rest goes tomorrow")
     if parts and not dry_run:
         console.print("Tick: " + ", ".join(parts) + ".")
         for reason in report.failures:
@@ -138,3 +140,28 @@ def print_plugins(console: Console, plugins: Plugins) -> None:
         console.print(f"[red]provider {name!r} is registered by {', '.join(owners)}:[/red] choosing it is an error until one is removed")
     for message in providers.problems:
         console.print(f"[red]{message}[/red]")
+
+
+def print_outbox_counts(console: Console, counts: dict[tuple[str, str, str], int]) -> None:
+    from launchkit.store.outbox import STATUSES
+
+    present = [s for s in STATUSES if any(k[2] == s for k in counts)]
+    table = Table("launch", "email", *present)
+    for launch, email in sorted({(l, e) for l, e, _ in counts}):
+        table.add_row(launch, email, *(str(counts.get((launch, email, s), "")) for s in present))
+    if not counts:
+        table.caption = "the outbox is empty: nothing planned yet (`launchkit run` plans)"
+    console.print(table)
+
+
+def print_outbox_rows(console: Console, rows: list[Any]) -> None:
+    if not console.is_terminal:
+        for row in rows:
+            console.print("\t".join([row.launch_id, row.email_id, row.address, row.status, f"{row.updated_at:%Y-%m-%d %H:%M}", row.reason or ""]), markup=False, soft_wrap=True)
+        return
+    table = Table("launch", "email", "contact", "status", "when", "attempts", "reason")
+    for row in rows:
+        table.add_row(row.launch_id, row.email_id, row.address, row.status, f"{row.updated_at:%Y-%m-%d %H:%M}", str(row.attempts), row.reason or "")
+    if not rows:
+        table.caption = "none"
+    console.print(table)

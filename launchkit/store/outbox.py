@@ -16,7 +16,7 @@ from typing import Any, Iterable, Sequence
 from sqlalchemy import Connection, and_, bindparam, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from launchkit.store.tables import enrolments, launches, outbox
+from launchkit.store.tables import contacts, enrolments, launches, outbox
 
 SCHEDULED = "scheduled"
 CLAIMED = "claimed"
@@ -116,15 +116,18 @@ def unschedule_missing_emails(conn: Connection, launch_id: str, email_ids: Itera
     ).rowcount
 
 
-def recover(conn: Connection, real_now: datetime, *, every_orphan: bool) -> tuple[int, int]:
+def recover(conn: Connection, real_now: datetime, *, every_orphan: bool, idempotent: bool = False) -> tuple[int, int]:
     """Rows whose worker died: claimed ones are rescheduled, sending ones become in_doubt.
 
     With ``every_orphan`` (the SQLite tick lock is held, so no other worker is alive) all
-    such rows are orphans; otherwise only those whose lease has expired.
+    such rows are orphans; otherwise only those whose lease has expired. With an
+    ``idempotent`` provider, which drops a message it has already seen, sending ones are
+    simply sent again.
     """
     expired = outbox.c.lease_expires < real_now if not every_orphan else outbox.c.lease_expires.is_not(None)
+    resend = (CLAIMED, SENDING) if idempotent else (CLAIMED,)
     requeued = conn.execute(
-        update(outbox).where(outbox.c.status == CLAIMED, expired).values(status=SCHEDULED, claim_token=None, lease_expires=None)
+        update(outbox).where(outbox.c.status.in_(resend), expired).values(status=SCHEDULED, claim_token=None, lease_expires=None)
     ).rowcount
     in_doubt = conn.execute(
         update(outbox)
@@ -211,6 +214,62 @@ def settle(conn: Connection, token: str, outcomes: Sequence[dict[str, Any]], now
         params = [{"oid": o["oid"], **{"v_" + c: o[c] for c in names}} for o in group]
         written += conn.execute(statement, params).rowcount
     return written
+
+
+def sent_since(conn: Connection, moment: datetime) -> int:
+    """Messages sent at or after ``moment`` (the daily cap counts from local midnight)."""
+    return int(conn.execute(select(func.count()).select_from(outbox).where(outbox.c.sent_at >= moment)).scalar() or 0)
+
+
+@dataclass
+class Row:
+    """An outbox row as `launchkit outbox` lists it."""
+
+    id: int
+    launch_id: str
+    email_id: str
+    address: str
+    status: str
+    due_at: datetime
+    attempts: int
+    reason: str | None
+    updated_at: datetime
+
+
+def listing(conn: Connection, statuses: Sequence[str], *, launch_id: str | None = None, limit: int = 100) -> list[Row]:
+    """Rows in these statuses, most recently changed first."""
+    query = (
+        select(
+            outbox.c.id, outbox.c.launch_id, outbox.c.email_id, contacts.c.email, outbox.c.status,
+            outbox.c.due_at, outbox.c.attempts, outbox.c.reason, outbox.c.updated_at,
+        )
+        .join(contacts, contacts.c.id == outbox.c.contact_id)
+        .where(outbox.c.status.in_(list(statuses)))
+        .order_by(outbox.c.updated_at.desc(), outbox.c.id.desc())
+    )
+    if launch_id:
+        query = query.where(outbox.c.launch_id == launch_id)
+    if limit:
+        query = query.limit(limit)
+    return [Row(*r) for r in conn.execute(query)]
+
+
+def retry(conn: Connection, status: str, now: datetime, *, launch_id: str | None = None) -> int:
+    """Schedule rows in ``status`` (in_doubt, failed) to go at ``now``, deliberately.
+
+    Their due time becomes now too: asking for a resend is asking for it to go now, however
+    late it is.
+    """
+    query = update(outbox).where(outbox.c.status == status)
+    if launch_id:
+        query = query.where(outbox.c.launch_id == launch_id)
+    return conn.execute(
+        # attempts + 1: the uncertain attempt counts, and planning never rewrites an attempted row.
+        query.values(
+            status=SCHEDULED, due_at=now, next_attempt_at=now, attempts=outbox.c.attempts + 1,
+            reason=f"retried from {status}", updated_at=now,
+        )
+    ).rowcount
 
 
 def counts(conn: Connection, launch_id: str | None = None) -> dict[tuple[str, str, str], int]:

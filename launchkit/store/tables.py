@@ -125,6 +125,7 @@ outbox = Table(
     UniqueConstraint("launch_id", "email_id", "contact_id", name="uq_outbox_delivery"),
     Index("ix_outbox_due", "status", "next_attempt_at"),
     Index("ix_outbox_contact", "contact_id"),
+    Index("ix_outbox_sent", "sent_at"),  # today's sends, for the daily cap
 )
 
 events = Table(

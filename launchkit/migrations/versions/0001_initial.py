@@ -78,6 +78,7 @@ def upgrade() -> None:
     )
     op.create_index("ix_outbox_due", "outbox", ["status", "next_attempt_at"])
     op.create_index("ix_outbox_contact", "outbox", ["contact_id"])
+    op.create_index("ix_outbox_sent", "outbox", ["sent_at"])
     op.create_table(
         "events",
         sa.Column("id", sa.Integer, primary_key=True),
