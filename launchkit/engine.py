@@ -218,7 +218,11 @@ class Tick:
             # leaves exactly this chunk in doubt, and nothing else.
             with self.transaction() as conn:
                 outbox.mark_sending(conn, token, [r.id for r, _ in chunk], _real_now() + LEASE)
-            self._settle(token, self._send(chunk), report)
+            outcomes, dead = self._send(chunk)
+            self._settle(token, outcomes, report)
+            if dead:
+                with self.transaction() as conn:
+                    contact_store.suppress(conn, dead, "bounced", "the provider said the address cannot receive mail", self.now)
             if budget is not None:
                 budget -= len(chunk)
         return budget
@@ -296,23 +300,27 @@ class Tick:
             return f"unless = {email.unless.source!r} is true"
         return None
 
-    def _send(self, chunk: Sequence[tuple[outbox.Claimed, OutgoingMessage]]) -> list[dict[str, Any]]:
-        """Hand one chunk to the provider; one outcome per row, whatever the provider does."""
+    def _send(self, chunk: Sequence[tuple[outbox.Claimed, OutgoingMessage]]) -> tuple[list[dict[str, Any]], list[int]]:
+        """Hand one chunk to the provider: one outcome per row whatever the provider does,
+        and the contacts whose address the provider says is dead."""
         assert self.provider is not None
         try:
             results = self.provider.send([m for _, m in chunk])
         except Exception as exc:  # the provider's fault, not the messages': their fate is unknown
             log.exception("provider %s raised while sending", self.provider_name)
-            return [_outcome(r, outbox.IN_DOUBT, f"provider {self.provider_name!r} raised {exc!r} while sending") for r, _ in chunk]
+            return [_outcome(r, outbox.IN_DOUBT, f"provider {self.provider_name!r} raised {exc!r} while sending") for r, _ in chunk], []
         by_key = {m.key: (r, m) for r, m in chunk}
         outcomes: dict[str, dict[str, Any]] = {}
+        dead: list[int] = []
         for result in results:
             if result.key in by_key and result.key not in outcomes:
                 row, message = by_key[result.key]
                 outcomes[result.key] = self._result(row, result, message.variant)
+                if result.suppress and result.status == SendStatus.PERMANENT:
+                    dead.append(row.contact_id)
         for key in by_key.keys() - outcomes.keys():
             outcomes[key] = _outcome(by_key[key][0], outbox.IN_DOUBT, f"provider {self.provider_name!r} gave no result for it")
-        return list(outcomes.values())
+        return list(outcomes.values()), dead
 
     def _result(self, row: outbox.Claimed, result: SendResult, variant: int) -> dict[str, Any]:
         base = dict(oid=row.id, variant=variant, provider=self.provider_name, attempts=row.attempts + 1, reason=result.reason)

@@ -59,7 +59,7 @@ class HttpProvider(Provider):
         """A required setting of ``[delivery.NAME]``; a clear error when it is missing."""
         value = self.settings.get(key)
         if not value:
-            raise LaunchkitError(f"[delivery.{self.context.name}] needs {key} (e.g. {key} = \"${{{key.upper()}}}\")")
+            raise LaunchkitError(f"[delivery.{self.context.name}] needs {key} (e.g. {key} = \"${{{self.context.name.upper()}_{key.upper()}}}\")")
         return str(value)
 
     def send(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]:

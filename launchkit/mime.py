@@ -19,16 +19,22 @@ class HeaderInjection(ValueError):
     """A header value contains a line break."""
 
 
-def _clean(name: str, value: str) -> str:
+def check_header(name: str, value: str) -> str:
+    """``value`` unchanged, or HeaderInjection if it contains a line break.
+
+    For providers that put names, subjects or headers into an API request themselves.
+    """
     if "\r" in value or "\n" in value:
         raise HeaderInjection(f"the {name} contains a line break, which could inject headers: {value!r}")
     return value
 
 
+
+
 def _address(name: str | None, address: str, header: str) -> Address:
-    _clean(header, address)
+    check_header(header, address)
     username, _, domain = address.rpartition("@")
-    return Address(display_name=_clean(header, name or ""), username=username, domain=domain)
+    return Address(display_name=check_header(header, name or ""), username=username, domain=domain)
 
 
 # RFC 5322 allows 998-character lines. The default 78 would fold List-Unsubscribe's long
@@ -43,12 +49,12 @@ def to_email_message(message: OutgoingMessage, *, date: datetime | None = None) 
     mail["From"] = _address(sender_name, sender_address, "sender")
     mail["To"] = _address(message.to_name, message.to, "recipient")
     if message.reply_to:
-        mail["Reply-To"] = _clean("reply-to", message.reply_to)
-    mail["Subject"] = _clean("subject", message.subject)
+        mail["Reply-To"] = check_header("reply-to", message.reply_to)
+    mail["Subject"] = check_header("subject", message.subject)
     mail["Date"] = format_datetime(date or datetime.now(timezone.utc))
-    mail["Message-ID"] = _clean("message id", message.message_id)
+    mail["Message-ID"] = check_header("message id", message.message_id)
     for name, value in message.headers.items():
-        mail[_clean("header name", name)] = _clean(f"{name} header", value)
+        mail[check_header("header name", name)] = check_header(f"{name} header", value)
     mail.set_content(message.text, subtype="plain", charset="utf-8")
     mail.add_alternative(message.html, subtype="html", charset="utf-8")
     return mail

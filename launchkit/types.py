@@ -48,6 +48,9 @@ class SendResult:
     provider_message_id: str | None = None
     reason: str | None = None  #: the provider's words, for people reading ``launchkit outbox``
     retry_after: float | None = None  #: seconds the provider asked us to wait (transient only)
+    #: The address cannot receive mail (no such mailbox, inactive recipient): the contact is
+    #: marked bounced and never sent anything again. Permanent results only.
+    suppress: bool = False
 
 
 @dataclass

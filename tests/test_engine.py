@@ -187,3 +187,16 @@ def test_a_template_mistake_stops_the_tick_and_loses_nothing(root: Path) -> None
     provider = RecordingProvider()
     tick(at(root, "2030-01-02 09:30"), provider=provider)
     assert len(provider.sent) == 5
+
+
+def test_an_address_the_provider_says_is_dead_is_never_sent_anything_again(root: Path) -> None:
+    def answer(message):  # type: ignore[no-untyped-def]
+        if message.to == "p4@example.com":
+            return SendResult(message.key, SendStatus.PERMANENT, reason="550 5.1.1 no such user", suppress=True)
+        return None
+
+    tick(at(root, WAITLIST_OPENS), provider=RecordingProvider(answer=answer))
+    provider = RecordingProvider()
+    tick(at(root, DOORS_OPEN), provider=provider)
+    assert "p4@example.com" not in {m.to for m in provider.sent}
+    assert statuses(root, "doors-open") == {"sent": 4, "skipped": 1}

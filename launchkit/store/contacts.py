@@ -215,6 +215,17 @@ def set_status(conn: Connection, email: str, status: str, now: datetime, reason:
     return result.rowcount > 0
 
 
+def suppress(conn: Connection, ids: Sequence[int], status: str, reason: str | None, now: datetime) -> None:
+    """Mark contacts bounced (or complained): nothing is ever sent to them again."""
+    revision = next_revision(conn)
+    for start in range(0, len(ids), _CHUNK):
+        conn.execute(
+            update(contacts)
+            .where(contacts.c.id.in_(ids[start : start + _CHUNK]))
+            .values(status=status, status_reason=reason, updated_at=now, revision=revision)
+        )
+
+
 def touch_by_email(conn: Connection, email: str, now: datetime) -> None:
     """Mark a contact changed (a purchase, a refund) so planning looks at them again."""
     conn.execute(update(contacts).where(contacts.c.email == email).values(updated_at=now, revision=next_revision(conn)))
