@@ -509,7 +509,7 @@ def plugins(ctx: click.Context, as_json: bool) -> None:
       launchkit plugins --json
     """
     from launchkit.plugins import load_plugins
-    from launchkit.project import find_project_dir
+    from launchkit.location import find_project_dir
     from launchkit.views import print_plugins
 
     try:
@@ -545,7 +545,7 @@ def db_upgrade(ctx: click.Context) -> None:
 def _register_plugin_commands(argv: list[str]) -> None:
     """Let plugins add commands; one that fails is reported and the others still load."""
     from launchkit.plugins import load_plugins
-    from launchkit.project import find_project_dir
+    from launchkit.location import find_project_dir
 
     try:
         root: Path | None = find_project_dir(_project_option(argv))

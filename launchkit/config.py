@@ -10,10 +10,10 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError, field_validator
 
 from launchkit.errors import ConfigError, Problem
+from launchkit.location import CONFIG_FILE
 from launchkit.fields import Duration, HttpUrl, Rate, TimezoneName
 from launchkit.tomlfile import Loc, expand_env, key_path, locate, read_toml, validation_problems
 
-CONFIG_FILE = "launchkit.toml"
 
 
 class Strict(BaseModel):

@@ -6,7 +6,6 @@ or in the modules it names.
 
 from __future__ import annotations
 
-import os
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -16,33 +15,13 @@ from typing import Iterator
 from zoneinfo import ZoneInfo
 
 from launchkit import clock
-from launchkit.config import CONFIG_FILE, Config, config_problem, expanded, load_config
+from launchkit.config import Config, config_problem, expanded, load_config
 from launchkit.errors import ConfigError, LaunchkitError, Problem
+from launchkit.location import find_project_dir
 from launchkit.plugins import Plugins, load_plugins
 from launchkit.spec import Launch, launch_files, load_launch
 from launchkit.store import Store
 from launchkit.types import Provider, ProviderContext
-
-PROJECT_ENV = "LAUNCHKIT_PROJECT"
-
-
-def find_project_dir(start: Path | None = None) -> Path:
-    """The folder holding launchkit.toml: ``start``, LAUNCHKIT_PROJECT, or the nearest parent."""
-    if start is None and os.environ.get(PROJECT_ENV):
-        start = Path(os.environ[PROJECT_ENV])
-    if start is not None:
-        if not (start / CONFIG_FILE).is_file():
-            raise LaunchkitError(f"no {CONFIG_FILE} in {start}; create a project there with `launchkit init {start}`")
-        return start.resolve()
-    here = Path.cwd().resolve()
-    for folder in (here, *here.parents):
-        if (folder / CONFIG_FILE).is_file():
-            return folder
-    raise LaunchkitError(
-        f"no {CONFIG_FILE} here or in any parent folder; run `launchkit init DIR` to create a project, "
-        f"or pass --project DIR"
-    )
-
 
 @dataclass
 class Project:

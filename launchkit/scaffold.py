@@ -7,7 +7,7 @@ from datetime import date, datetime, time, timedelta
 from importlib import resources
 from pathlib import Path
 
-from launchkit.config import CONFIG_FILE
+from launchkit.location import CONFIG_FILE
 from launchkit.errors import LaunchkitError
 
 DATE_FORMAT = "%Y-%m-%d %H:%M"

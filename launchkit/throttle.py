@@ -29,12 +29,17 @@ class Throttle:
         return max(1, min(max_batch, math.floor(self.rate / 10)))
 
     def wait(self, count: int, stop: Callable[[], bool] = lambda: False) -> bool:
-        """Sleep until ``count`` messages may go; False if ``stop`` became true meanwhile."""
+        """Sleep until ``count`` messages may go; False if ``stop`` became true meanwhile.
+
+        Each chunk waits for its own share of time (``count / rate``) after the previous
+        one, the first included: N messages take at least N / rate seconds, and no burst
+        at the start of a tick goes over the rate.
+        """
         if self.rate is None:
             return not stop()
+        self._next = max(self._next, self.clock()) + count / self.rate * _MARGIN
         while (delay := self._next - self.clock()) > 0:
             if stop():
                 return False
             self.sleep(min(delay, 0.1))
-        self._next = self.clock() + count / self.rate * _MARGIN
         return not stop()
