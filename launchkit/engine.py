@@ -5,10 +5,10 @@ tick looks only at contacts changed since (an index range, not a scan of the aud
 and plans everyone again only when the launch file itself changed.
 
 Dispatch claims due rows in batches, re-checks at send time everything that can have
-changed (subscription status, audiences, ``only``/``unless``, lateness), renders, marks the
-rows ``sending``, hands them to the provider in batches of its ``max_batch``, and records
-each result. A row is marked ``sending`` before the provider sees it, so a crash can only
-leave it in doubt, never send it twice.
+changed (subscription status, audiences, ``only``/``unless``, lateness), renders, then hands
+them to the provider in chunks (its ``max_batch``, smaller under a ``rate``), each chunk
+marked ``sending`` just before and settled just after. A crash can therefore leave at most
+the chunk in flight in doubt, and never sends anything twice.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import uuid
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta, timezone
-from zoneinfo import ZoneInfo
 from typing import Any, Callable, Iterable, Sequence
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection
 
@@ -102,6 +102,7 @@ class Tick:
             report.planned += self.plan(launch)
         self.dispatch(report)
         return report
+
     # Planning.
 
     def plan(self, launch: Launch) -> int:
