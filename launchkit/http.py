@@ -13,21 +13,31 @@ How answers are classified, for every service alike:
 - a timeout or a dropped connection after the request was sent: the service may have
   accepted it, so the messages are *unknown* (recorded in doubt), unless the provider is
   ``idempotent`` (its API deduplicates on a key we send), in which case they are retried.
+
+The settings every HTTP provider reads (``[delivery.NAME]``): ``base_url``, ``timeout``
+(seconds) and ``concurrency`` (requests in flight at once, for providers that send one
+request per message with ``send_each``).
+
+Importing this module is cheap: httpx (and the thread pool, and the email package) load
+when a provider is built or sends, so plugins define their provider class at module level
+and ``launchkit --help`` does not pay for them.
 """
 
 from __future__ import annotations
 
-import email.utils
 import time
-from datetime import datetime, timezone
-from typing import Any, ClassVar, Sequence
-
-import httpx
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Sequence
 
 from launchkit.errors import LaunchkitError
 from launchkit.types import OutgoingMessage, Provider, ProviderContext, SendResult, SendStatus
 
-DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
+if TYPE_CHECKING:
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+DEFAULT_TIMEOUT = 30.0  #: seconds to wait for an answer, unless the ``timeout`` setting says otherwise
+CONNECT_TIMEOUT = 10.0  #: seconds to wait for a connection (or ``timeout``, when that is shorter)
 
 
 class HttpProvider(Provider):
@@ -35,24 +45,43 @@ class HttpProvider(Provider):
 
     base_url: ClassVar[str] = ""
     idempotent: ClassVar[bool] = False
+    #: Requests in flight at once in ``send_each`` when the ``concurrency`` setting is absent.
+    default_concurrency: ClassVar[int] = 1
+    #: The largest ``concurrency`` setting allowed (None: no limit but the user's).
+    max_concurrency: ClassVar[int | None] = None
 
     def __init__(self, context: ProviderContext, *, transport: httpx.BaseTransport | None = None):
+        import httpx
+
         self.context = context
         self.settings = context.settings
-        self.client = httpx.Client(
-            base_url=str(self.settings.get("base_url") or self.base_url),
-            timeout=DEFAULT_TIMEOUT,
-            transport=transport,
-            headers={"User-Agent": "launchkit", **self.auth_headers()},
-            auth=self.auth(),
+        # Settings before the client: an error raised after it would leave it open.
+        seconds = self.number_setting("timeout", DEFAULT_TIMEOUT, above=0, unit="seconds")
+        #: Requests ``send_each`` keeps in flight at once, from the ``concurrency`` setting.
+        self.concurrency: int = self.number_setting(
+            "concurrency", self.default_concurrency, 1, maximum=self.max_concurrency, integer=True
         )
+        self._pool: ThreadPoolExecutor | None = None
+        headers = {"User-Agent": "launchkit", **self.auth_headers()}
+        auth = self.auth()
+        self.client = httpx.Client(
+            base_url=self.client_base_url(),
+            timeout=httpx.Timeout(seconds, connect=min(seconds, CONNECT_TIMEOUT)),
+            transport=transport,
+            headers=headers,
+            auth=auth,
+        )
+
+    def client_base_url(self) -> str:
+        """The service's address: the ``base_url`` setting, else the class's ``base_url``."""
+        return str(self.settings.get("base_url") or self.base_url)
 
     def auth_headers(self) -> dict[str, str]:
         """Headers that authenticate every request (an API key header…)."""
         return {}
 
-    def auth(self) -> httpx.Auth | tuple[str, str] | None:
-        """Request authentication other than headers (HTTP basic…)."""
+    def auth(self) -> httpx.Auth | Callable[[httpx.Request], httpx.Request] | tuple[str, str] | None:
+        """Request authentication other than headers (HTTP basic, a signing callable…)."""
         return None
 
     def setting(self, key: str) -> str:
@@ -62,6 +91,32 @@ class HttpProvider(Provider):
             raise LaunchkitError(f"[delivery.{self.context.name}] needs {key} (e.g. {key} = \"${{{self.context.name.upper()}_{key.upper()}}}\")")
         return str(value)
 
+    def number_setting(
+        self,
+        key: str,
+        default: Any,
+        minimum: float | None = None,
+        *,
+        above: float | None = None,
+        maximum: float | None = None,
+        integer: bool = False,
+        unit: str = "",
+    ) -> Any:
+        """``[delivery.NAME] key`` as a number (``default`` when absent; an int if ``integer``) within the bounds given, else a clear error."""
+        value = self.settings.get(key)
+        if value is None:
+            return default
+        number = _number(value, integer)
+        if (
+            number is None
+            or (minimum is not None and number < minimum)
+            or (above is not None and number <= above)
+            or (maximum is not None and number > maximum)
+        ):
+            expected = _expected(integer, minimum, above, maximum, unit)
+            raise LaunchkitError(f"[delivery.{self.context.name}] {key} must be {expected}; found {value!r}")
+        return number
+
     def send(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
         return self.send_batch(messages)
 
@@ -69,8 +124,43 @@ class HttpProvider(Provider):
         """Send up to ``max_batch`` messages with one or more ``request`` calls."""
         raise NotImplementedError
 
+    def send_each(self, messages: Sequence[OutgoingMessage], send_one: Callable[[OutgoingMessage], SendResult]) -> list[SendResult]:
+        """``send_one(message)`` for every message, ``concurrency`` at a time; the results in message order."""
+        if self.concurrency <= 1 or len(messages) <= 1:
+            return [send_one(m) for m in messages]
+        from concurrent.futures import ThreadPoolExecutor, wait  # here: slow to import, and sending is rare
+
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix=f"launchkit-{self.name}")
+        futures = [self._pool.submit(send_one, m) for m in messages]
+        wait(futures)  # every request ends before an exception (a bug) reaches the engine
+        return [f.result() for f in futures]
+
+    def refused(self, message: OutgoingMessage) -> SendResult | None:
+        """A PERMANENT result when a name, subject, reply-to or header value contains a line break, else None."""
+        from launchkit.mime import HeaderInjection, check_header  # here: the email package is slow to import
+
+        values = [
+            ("sender", message.sender),
+            ("recipient", message.to),
+            ("recipient name", message.to_name or ""),
+            ("reply-to", message.reply_to or ""),
+            ("subject", message.subject),
+            ("message id", message.message_id),
+        ]
+        for name, value in message.headers.items():
+            values += [("header name", name), (f"{name} header", value)]
+        try:
+            for what, value in values:
+                check_header(what, value)
+        except HeaderInjection as exc:
+            return SendResult(message.key, SendStatus.PERMANENT, reason=f"{self.name}: not sent: {exc}")
+        return None
+
     def request(self, messages: Sequence[OutgoingMessage], method: str, path: str, **kwargs: Any) -> httpx.Response | list[SendResult]:
         """Make one request for ``messages``: the response when it is 2xx, else their results."""
+        import httpx
+
         try:
             response = self.client.request(method, path, **kwargs)
         except httpx.ConnectError as exc:
@@ -102,7 +192,36 @@ class HttpProvider(Provider):
         return str(body)[:300]
 
     def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
         self.client.close()
+
+
+def _number(value: Any, integer: bool) -> float | None:
+    """``value`` (a TOML number, or a string from ``${VAR}``) as a number (an int when ``integer``), or None."""
+    if isinstance(value, bool):
+        return None
+    try:
+        number = int(value) if integer and not isinstance(value, float) else float(value)
+    except (TypeError, ValueError):
+        return None
+    if number != number:  # NaN
+        return None
+    if integer and isinstance(number, float):
+        return int(number) if number.is_integer() else None
+    return number
+
+
+def _expected(integer: bool, minimum: float | None, above: float | None, maximum: float | None, unit: str) -> str:
+    """What ``number_setting`` accepts, in words: "a whole number from 1 to 8"."""
+    kind = ("a whole number" if integer else "a number") + (f" of {unit}" if unit else "")
+    if minimum is not None and maximum is not None:
+        return f"{kind} from {minimum} to {maximum}"
+    if minimum is not None and above is None and maximum is None and not unit:
+        return f"{kind} of {minimum} or more"
+    limits = [f"{word} {limit}" for word, limit in (("at least", minimum), ("above", above), ("at most", maximum)) if limit is not None]
+    return " ".join([kind, " and ".join(limits)]) if limits else kind
 
 
 def results_for(messages: Sequence[OutgoingMessage], status: SendStatus, reason: str, retry: float | None = None) -> list[SendResult]:
@@ -117,8 +236,16 @@ def retry_after(response: httpx.Response) -> float | None:
         try:
             return max(0.0, float(value))
         except ValueError:
-            parsed = email.utils.parsedate_to_datetime(value) if value else None
+            import email.utils  # here: it imports socket, too slow for plugin discovery
+            from datetime import datetime, timezone
+
+            try:
+                parsed = email.utils.parsedate_to_datetime(value)
+            except (TypeError, ValueError):
+                parsed = None  # an unreadable header is no reason to doubt the whole batch
             if parsed is not None:
+                if parsed.tzinfo is None:
+                    parsed = parsed.replace(tzinfo=timezone.utc)
                 return max(0.0, (parsed - datetime.now(timezone.utc)).total_seconds())
     for header in ("ratelimit-reset", "x-ratelimit-reset"):
         value = response.headers.get(header)

@@ -2,6 +2,7 @@
 
 Part of the public API. Header values are checked for CR/LF, because a line break in a
 name or a subject would let one contact's data add headers (or recipients) to a message.
+Providers that speak JSON or forms use ``check_header`` and ``display_address`` instead.
 """
 
 from __future__ import annotations
@@ -29,6 +30,21 @@ def check_header(name: str, value: str) -> str:
     return value
 
 
+_SPECIALS = frozenset('()<>@,;:\\".[]')
+
+
+def display_address(name: str | None, address: str) -> str:
+    """``Name <address>`` for APIs that take a mailbox as text, the name quoted where RFC 5322 needs it.
+
+    Only a name with specials is quoted (with a comma or a dot it would otherwise be refused
+    or split); a name other than ASCII is left for the service to encode. It checks nothing:
+    refuse line breaks first (``check_header``).
+    """
+    if not name:
+        return address
+    if any(c in _SPECIALS for c in name):
+        name = '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return f"{name} <{address}>"
 
 
 def _address(name: str | None, address: str, header: str) -> Address:

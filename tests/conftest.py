@@ -58,3 +58,29 @@ def sent_mail(project_dir: Path) -> Callable[[], list[email.message.EmailMessage
         ]
 
     return messages
+
+
+@pytest.fixture
+def use_provider(project_dir: Path) -> Callable[..., Path]:
+    """Send ``project_dir``'s mail through provider ``name``, ``table`` (its ``[delivery.NAME]``) appended.
+
+    ``rate`` replaces the skeleton's ``[delivery] rate`` (None removes the throttle, which
+    would cut batches to a tenth of a second's worth); ``tracking`` sets ``[tracking]
+    base_url``, which turns on tracked links and one-click unsubscribe headers.
+    """
+
+    def use(name: str, table: str, *, rate: str | None = "50/s", tracking: str = "") -> Path:
+        config = project_dir / "launchkit.toml"
+        text = config.read_text()
+        edits = [
+            ('provider = "maildir"', f'provider = "{name}"'),
+            ('rate = "50/s"', f'rate = "{rate}"' if rate else ""),
+            ('base_url = ""', f'base_url = "{tracking}"'),
+        ]
+        for old, new in edits:
+            assert old in text, f"the skeleton's launchkit.toml no longer has {old}"
+            text = text.replace(old, new, 1)
+        config.write_text(f"{text}\n{table}")
+        return project_dir
+
+    return use

@@ -1,0 +1,201 @@
+"""The ``postmark`` provider: Postmark's batch API, up to 500 messages a request.
+
+Settings (``[delivery.postmark]``)::
+
+    server_token = "${POSTMARK_SERVER_TOKEN}"   # required: the server's API token
+    message_stream = "broadcast"                # optional: the Broadcast stream launches belong in
+    base_url = "https://api.postmarkapp.com"    # optional: a local fake in tests, a proxy…
+    # timeout = 30                              # optional: seconds to wait for an answer
+
+Each call to ``send`` posts its messages to ``POST /email/batch`` (Postmark's documented
+limits: 500 messages and 50 MB a request; a bigger batch is split). Postmark answers 200 with
+one entry per message, in order: ``ErrorCode`` 0 means accepted (with its ``MessageID``), any
+other code fails that message alone, classified by Postmark's API error codes:
+
+- transient (retried with backoff): 100 maintenance, 429 rate limit, 500 an exception inside
+  Postmark (its other 5xx codes belong to the sender-signature API), and the account states
+  its owner can fix without touching the message (405 out of credits, 412 account pending,
+  413 account may not send) — a launch email is not lost because a credit card expired;
+- permanent (recorded with Postmark's words): everything else, e.g. 406 inactive recipient
+  (hard bounce, spam complaint, suppression), 300 invalid email request, 400/401 sender
+  signature missing or unconfirmed.
+
+A whole request refused is classified by ``launchkit.http``: 401 (a wrong token) and other 4xx
+fail every message permanently with Postmark's ``Message``, 429 and 5xx are retried after
+``Retry-After``; a 422 whose ``ErrorCode`` is transient (above) is retried too. Postmark has no
+idempotency key, so a request whose answer is lost leaves its messages in doubt, never resent
+on its own.
+
+A message with a line break in a name, the subject, the reply-to or a header fails alone,
+permanently, before the request (``HttpProvider.refused``).
+
+``Tag`` is the email id and ``Metadata`` carries ``launch``, ``email`` and ``key`` (with any
+metadata a plugin added), so Postmark's webhooks map back to the outbox row.
+
+Importing this module is cheap: ``launchkit.http`` loads httpx only when a provider is built.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
+
+from launchkit import hookimpl
+from launchkit.http import HttpProvider, results_for
+from launchkit.types import OutgoingMessage, ProviderContext, SendResult, SendStatus
+
+if TYPE_CHECKING:
+    import httpx
+
+NAME = "postmark"
+DEFAULT_BASE_URL = "https://api.postmarkapp.com"
+DEFAULT_STREAM = "broadcast"
+BATCH_MESSAGES = 500  #: Postmark: "up to 500 messages per API call"
+BATCH_BYTES = 50 * 1000 * 1000  #: Postmark: "up to 50 MB payload size"
+
+#: Postmark API error codes a later attempt can succeed with, the message unchanged.
+TRANSIENT_CODES: dict[int, str] = {
+    100: "maintenance",
+    405: "not allowed to send (out of credits)",
+    412: "account pending",
+    413: "account may not send",
+    429: "rate limit exceeded",
+    500: "sender signature query exception (an error inside Postmark)",
+}
+
+
+def postmark_message(message: OutgoingMessage, stream: str) -> dict[str, Any]:
+    """One message as Postmark's email API wants it (line breaks already refused)."""
+    from email.utils import parseaddr  # here: it imports socket, too slow for plugin discovery
+
+    from launchkit.mime import display_address  # here: it imports the email package, likewise
+
+    sender_name, sender_address = parseaddr(message.sender)
+    payload: dict[str, Any] = {
+        "From": display_address(sender_name, sender_address),
+        "To": display_address(message.to_name, message.to),
+        "Subject": message.subject,
+        "HtmlBody": message.html,
+        "TextBody": message.text,
+        "MessageStream": stream,
+        "Metadata": {**message.metadata, "launch": message.launch, "email": message.email, "key": message.key},
+    }
+    if message.email:
+        payload["Tag"] = message.email
+    if message.reply_to:
+        payload["ReplyTo"] = message.reply_to
+    if message.headers:
+        payload["Headers"] = [{"Name": name, "Value": value} for name, value in message.headers.items()]
+    return payload
+
+
+def encode(message: OutgoingMessage, stream: str) -> bytes:
+    return json.dumps(postmark_message(message, stream), ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def batches(encoded: Sequence[tuple[OutgoingMessage, bytes]]) -> Iterator[tuple[list[OutgoingMessage], bytes]]:
+    """Request bodies (JSON arrays) within Postmark's count and size limits, with their messages.
+
+    A message too big for any batch goes alone: Postmark's 413 then fails it and nothing else.
+    """
+    chunk: list[OutgoingMessage] = []
+    parts: list[bytes] = []
+    size = 2  # the brackets
+    for message, data in encoded:
+        if parts and (len(parts) >= BATCH_MESSAGES or size + 1 + len(data) > BATCH_BYTES):
+            yield chunk, b"[" + b",".join(parts) + b"]"
+            chunk, parts, size = [], [], 2
+        chunk.append(message)
+        parts.append(data)
+        size += len(data) + (1 if len(parts) > 1 else 0)
+    if parts:
+        yield chunk, b"[" + b",".join(parts) + b"]"
+
+
+def classify_code(code: int) -> SendStatus:
+    """ACCEPTED for 0, TRANSIENT for the codes retrying can cure, else PERMANENT."""
+    if code == 0:
+        return SendStatus.ACCEPTED
+    return SendStatus.TRANSIENT if code in TRANSIENT_CODES else SendStatus.PERMANENT
+
+
+def result_for_entry(message: OutgoingMessage, entry: Any) -> SendResult:
+    """The result one entry of Postmark's batch answer gives its message."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("ErrorCode"), int):
+        return SendResult(message.key, SendStatus.UNKNOWN, reason=f"{NAME}: answer entry without ErrorCode: {str(entry)[:200]}")
+    code = entry["ErrorCode"]
+    status = classify_code(code)
+    if status == SendStatus.ACCEPTED:
+        return SendResult(message.key, status, provider_message_id=entry.get("MessageID"))
+    return SendResult(message.key, status, reason=f"{NAME}: ErrorCode {code}: {entry.get('Message', '')}")
+
+
+class PostmarkProvider(HttpProvider):
+    name = NAME
+    max_batch = BATCH_MESSAGES
+    base_url = DEFAULT_BASE_URL
+
+    def __init__(self, context: ProviderContext, *, transport: httpx.BaseTransport | None = None):
+        super().__init__(context, transport=transport)
+        self.stream = str(self.settings.get("message_stream") or DEFAULT_STREAM)
+
+    def auth_headers(self) -> dict[str, str]:
+        return {"X-Postmark-Server-Token": self.setting("server_token")}
+
+    def send_batch(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
+        results: list[SendResult] = []
+        encoded: list[tuple[OutgoingMessage, bytes]] = []
+        for message in messages:
+            refused = self.refused(message)
+            if refused is None:
+                encoded.append((message, encode(message, self.stream)))
+            else:
+                results.append(refused)
+        for chunk, body in batches(encoded):
+            results += self._post(chunk, body)
+        return results
+
+    def _post(self, messages: list[OutgoingMessage], body: bytes) -> list[SendResult]:
+        answer = self.request(
+            messages, "POST", "/email/batch", content=body,
+            headers={"Accept": "application/json", "Content-Type": "application/json"},
+        )
+        if isinstance(answer, list):
+            return answer
+        try:
+            entries = answer.json()
+        except ValueError:
+            entries = None
+        if not isinstance(entries, list):
+            # A 200 we cannot read: Postmark may well have taken them.
+            return results_for(messages, SendStatus.UNKNOWN, f"{NAME}: HTTP {answer.status_code} with an unreadable body: {answer.text[:200]}")
+        results = [result_for_entry(m, e) for m, e in zip(messages, entries)]
+        missing = messages[len(entries):]
+        results += results_for(missing, SendStatus.UNKNOWN, f"{NAME}: the answer has {len(entries)} entries for {len(messages)} messages")
+        return results
+
+    def classify(self, response: httpx.Response) -> tuple[SendStatus, str, float | None]:
+        status, reason, delay = super().classify(response)
+        code = _error_code(response)
+        if status == SendStatus.PERMANENT and code in TRANSIENT_CODES:
+            return SendStatus.TRANSIENT, reason, delay
+        return status, reason, delay
+
+    def error_text(self, response: httpx.Response) -> str:
+        code = _error_code(response)
+        text = super().error_text(response)
+        return f"ErrorCode {code}: {text}" if code is not None else text
+
+
+def _error_code(response: httpx.Response) -> int | None:
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    code = body.get("ErrorCode") if isinstance(body, dict) else None
+    return code if isinstance(code, int) else None
+
+
+@hookimpl
+def register_providers(register):  # type: ignore[no-untyped-def]
+    register(NAME, PostmarkProvider)
