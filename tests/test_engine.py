@@ -200,3 +200,12 @@ def test_an_address_the_provider_says_is_dead_is_never_sent_anything_again(root:
     tick(at(root, DOORS_OPEN), provider=provider)
     assert "p4@example.com" not in {m.to for m in provider.sent}
     assert statuses(root, "doors-open") == {"sent": 4, "skipped": 1}
+
+
+def test_a_tick_with_nothing_new_plans_nothing_again(root: Path) -> None:
+    first = tick(at(root, "2030-01-01 10:00"), provider=RecordingProvider())
+    assert first.planned == 5 * 7  # five contacts, seven emails each
+    assert tick(at(root, "2030-01-01 10:01"), provider=RecordingProvider()).planned == 0
+    audience.tag(at(root, "2030-01-01 10:02"), ["p0@example.com"], ["vip"])
+    assert tick(at(root, "2030-01-01 10:03"), provider=RecordingProvider()).planned == 7  # only the changed contact
+    assert tick(at(root, "2030-01-01 10:04"), provider=RecordingProvider()).planned == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Iterable, Iterator, Sequence
@@ -243,7 +244,8 @@ def changed_since(conn: Connection, revision: int, after: tuple[int, int] | None
     Pass the last batch's final (revision, id) as ``after`` to get the following batch
     (keyset paging: each batch is an index range, whatever the audience's size).
     """
-    last_revision, last_id = after or (revision, 0)
+    # Without ``after``, start past every id of ``revision`` itself: those contacts were planned.
+    last_revision, last_id = after or (revision, sys.maxsize)
     rows = conn.execute(
         select(*_COLUMNS)
         .where(
