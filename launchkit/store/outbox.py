@@ -158,8 +158,11 @@ def claim(conn: Connection, now: datetime, *, limit: int, token: str, lease_unti
         .scalar_subquery()
     )
     rows = conn.execute(
+        # No second status test out here: the subquery's own is enough (SQLite has one writer;
+        # PostgreSQL re-checks it on the locked row), and with it SQLite walks every
+        # scheduled row instead of looking up the claimed ids.
         update(outbox)
-        .where(outbox.c.id.in_(due), outbox.c.status == SCHEDULED)
+        .where(outbox.c.id.in_(due))
         .values(status=CLAIMED, claim_token=token, lease_expires=lease_until)
         .returning(
             outbox.c.id, outbox.c.launch_id, outbox.c.email_id, outbox.c.contact_id, outbox.c.phase, outbox.c.due_at, outbox.c.attempts
