@@ -20,7 +20,7 @@ class Throttle:
         self.rate = rate
         self.clock = clock
         self.sleep = sleep
-        self._next = 0.0
+        self._next: float | None = None
 
     def chunk_size(self, max_batch: int) -> int:
         """How many messages one provider call may carry: a tenth of a second's worth at most."""
@@ -37,7 +37,11 @@ class Throttle:
         """
         if self.rate is None:
             return not stop()
-        self._next = max(self._next, self.clock()) + count / self.rate * _MARGIN
+        spacing = count / self.rate * _MARGIN
+        now = self.clock()
+        # From the previous deadline, not from when the previous chunk's work ended: the
+        # work must not slow the pace below the rate; after an overrun, go at once.
+        self._next = now + spacing if self._next is None else max(self._next + spacing, now)
         while (delay := self._next - self.clock()) > 0:
             if stop():
                 return False

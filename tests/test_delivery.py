@@ -12,7 +12,6 @@ import time
 from datetime import date
 from pathlib import Path
 
-import pytest
 from click.testing import CliRunner
 
 from launchkit import audience

@@ -24,7 +24,6 @@ from launchkit import audience
 from launchkit.project import Project
 from launchkit.runner import tick
 from launchkit.scaffold import init_project
-from launchkit.store import outbox
 from launchkit.store.tables import outbox as outbox_table
 from tests.fakes.postmark import FakePostmark
 from tests.fakes.server import serve

@@ -11,7 +11,7 @@ import fcntl
 import os
 import secrets
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 from sqlalchemy import Connection, Engine, create_engine, event, insert, select, update
 from sqlalchemy.exc import OperationalError, ProgrammingError
@@ -110,6 +110,17 @@ class Store:
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+def upsert_insert(conn: Connection) -> Any:
+    """The dialect's ``insert`` (with ``on_conflict_do_…``), imported only for the backend in use."""
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+
+        return postgresql_insert
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert
 
 
 def next_revision(conn: Connection) -> int:

@@ -11,7 +11,7 @@ from sqlalchemy import Connection, and_, bindparam, delete, false, func, insert,
 from sqlalchemy.sql.elements import ColumnElement
 
 from launchkit.conditions import Facts, Formula
-from launchkit.store import next_revision
+from launchkit.store import next_revision, upsert_insert
 from launchkit.store.tables import contact_tags, contacts, conversions, events
 
 SUBSCRIBED = "subscribed"
@@ -153,21 +153,10 @@ def _add_tags(conn: Connection, pairs: list[tuple[int, str]], now: datetime) -> 
     """Add (contact id, tag) pairs that are not there yet; returns how many were new."""
     if not pairs:
         return 0
-    added = 0
-    for start in range(0, len(pairs), _CHUNK):
-        chunk = pairs[start : start + _CHUNK]
-        have = set(
-            conn.execute(
-                select(contact_tags.c.contact_id, contact_tags.c.tag).where(
-                    tuple_(contact_tags.c.contact_id, contact_tags.c.tag).in_(chunk)
-                )
-            ).all()
-        )
-        missing = [dict(contact_id=c, tag=t, added_at=now) for c, t in dict.fromkeys(chunk) if (c, t) not in have]
-        if missing:
-            conn.execute(insert(contact_tags), missing)
-            added += len(missing)
-    return added
+    # ON CONFLICT DO NOTHING keeps the first added_at: when the contact got the tag.
+    statement = upsert_insert(conn)(contact_tags).on_conflict_do_nothing(index_elements=["contact_id", "tag"])
+    result = conn.execute(statement, [dict(contact_id=c, tag=t, added_at=now) for c, t in dict.fromkeys(pairs)])
+    return max(0, result.rowcount)
 
 
 def find(conn: Connection, email: str) -> Contact | None:
@@ -248,12 +237,9 @@ def changed_since(conn: Connection, revision: int, after: tuple[int, int] | None
     last_revision, last_id = after or (revision, sys.maxsize)
     rows = conn.execute(
         select(*_COLUMNS)
-        .where(
-            or_(
-                contacts.c.revision > last_revision,
-                and_(contacts.c.revision == last_revision, contacts.c.id > last_id),
-            )
-        )
+        # A row-value comparison: both SQLite and PostgreSQL answer it from the index, where
+        # the equivalent OR makes SQLite scan it.
+        .where(tuple_(contacts.c.revision, contacts.c.id) > tuple_(last_revision, last_id))
         .order_by(contacts.c.revision, contacts.c.id)
         .limit(limit)
     ).all()

@@ -10,14 +10,10 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Connection, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
+from launchkit.store import upsert_insert
 from launchkit.store.contacts import touch_by_email
 from launchkit.store.tables import contacts, conversions, events
-
-
-def _insert(conn: Connection) -> Any:
-    return postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
 
 
 def record_event(
@@ -37,7 +33,7 @@ def record_event(
     """Store an event; False if this source already sent this id (a replay)."""
     contact_id = conn.execute(select(contacts.c.id).where(contacts.c.email == email)).scalar() if email else None
     result = conn.execute(
-        _insert(conn)(events)
+        upsert_insert(conn)(events)
         .values(
             kind=kind,
             contact_id=contact_id,
@@ -69,7 +65,7 @@ def record_conversion(
 ) -> bool:
     """Store a purchase; False if already known. The buyer's plan is revisited next tick."""
     result = conn.execute(
-        _insert(conn)(conversions)
+        upsert_insert(conn)(conversions)
         .values(
             email=email,
             product=product,

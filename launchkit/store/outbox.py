@@ -14,8 +14,8 @@ from datetime import datetime
 from typing import Any, Iterable, Sequence
 
 from sqlalchemy import Connection, and_, bindparam, func, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
+from launchkit.store import upsert_insert
 from launchkit.store.tables import contacts, enrolments, launches, outbox
 
 SCHEDULED = "scheduled"
@@ -42,17 +42,13 @@ class Claimed:
     attempts: int
 
 
-def _insert(conn: Connection) -> Any:
-    return postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-
-
 def planning_state(conn: Connection, launch_id: str) -> tuple[str, int] | None:
     row = conn.execute(select(launches.c.fingerprint, launches.c.planned_revision).where(launches.c.id == launch_id)).first()
     return (row.fingerprint, row.planned_revision) if row else None
 
 
 def save_planning_state(conn: Connection, launch_id: str, fingerprint: str, revision: int, now: datetime) -> None:
-    stmt = _insert(conn)(launches).values(id=launch_id, fingerprint=fingerprint, planned_revision=revision, updated_at=now)
+    stmt = upsert_insert(conn)(launches).values(id=launch_id, fingerprint=fingerprint, planned_revision=revision, updated_at=now)
     conn.execute(
         stmt.on_conflict_do_update(
             index_elements=[launches.c.id],
@@ -81,7 +77,7 @@ def write_plan(conn: Connection, launch_id: str, entries: list[dict[str, Any]], 
     still scheduled and never attempted takes the new plan; any other row is history and
     is left as it is. The unique key makes concurrent planners harmless.
     """
-    insert_ = _insert(conn)
+    insert_ = upsert_insert(conn)
     if entries:
         conn.execute(
             insert_(enrolments).on_conflict_do_nothing(index_elements=["launch_id", "contact_id", "phase"]),

@@ -35,7 +35,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from email.message import EmailMessage
 from email.parser import BytesParser
-from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
