@@ -1,0 +1,1 @@
+"""Benchmarks for launchkit, run as ``python -m benchmarks NAME``; see benchmarks/README.md."""
