@@ -89,6 +89,10 @@ class Composer:
         sender = config.sender
         self.sender = SenderView(sender.name, sender.address, sender.postal_address)
         self.domain = sender.address.rsplit("@", 1)[-1]
+        self._postal_html = str(escape(sender.postal_address))
+        #: The last (email, window, now) and the context values that follow from it alone:
+        #: a send composes one email for many contacts at the same moment.
+        self._shared: tuple[tuple[Any, ...], dict[str, Any]] | None = None
 
     def compiled(self, email: Email) -> CompiledEmail:
         """Compile an email's subjects and body once; template errors name the file and line."""
@@ -161,7 +165,7 @@ class Composer:
         except (jinja2.TemplateError, TypeError, ValueError, ArithmeticError, AttributeError) as exc:
             raise RenderError(f"email {email.id!r} could not be rendered for {contact.email}: {exc}") from None
         postal = self.sender.postal_address
-        if unsubscribe not in text or postal not in text or str(escape(unsubscribe)) not in html or str(escape(postal)) not in html:
+        if unsubscribe not in text or postal not in text or str(escape(unsubscribe)) not in html or self._postal_html not in html:
             raise MissingFooter(
                 f"the rendered email {email.id!r} lacks the unsubscribe link or the postal address "
                 f"(a custom layout must contain {{{{ unsubscribe_url }}}} and {{{{ sender.postal_address }}}})"
@@ -191,26 +195,37 @@ class Composer:
     def context(
         self, phase: Phase, email: Email, contact: Any, window: tuple[datetime, datetime | None], now: datetime, unsubscribe: str
     ) -> dict[str, Any]:
-        tz = self.launch.tz
-        start, end = window
-        lang = self.launch.lang
-        context: dict[str, Any] = {
-            "contact": contact,
-            "launch": self.launch.spec,
-            "phase": PhaseView(phase.name, start.astimezone(tz), end.astimezone(tz) if end else None, now.astimezone(tz)),
-            "email": {"id": email.id},
-            "links": dict(self.launch.spec.links),
-            "sender": self.sender,
-            "unsubscribe_url": unsubscribe,
-            "unsubscribe_text": UNSUBSCRIBE_TEXT.get(lang.split("-")[0], UNSUBSCRIBE_TEXT["en"]),
-            "lang": lang,
-            "now": now.astimezone(tz),
-        }
+        context = {**self._shared_context(phase, email, window, now), "contact": contact, "unsubscribe_url": unsubscribe}
         if self._extra_context:
             for extra in self.hook.template_context(launch=self.launch, phase=phase, email=email, contact=contact):
                 if extra:
                     context.update(extra)
         return context
+
+    def _shared_context(self, phase: Phase, email: Email, window: tuple[datetime, datetime | None], now: datetime) -> dict[str, Any]:
+        """The context values that do not depend on the contact, built once per (email, window, now).
+
+        Sharing them between contacts is safe: templates render in an immutable sandbox,
+        and each message's context is a new dict over these values.
+        """
+        key = (phase.name, email.id, window, now)
+        if self._shared is not None and self._shared[0] == key:
+            return self._shared[1]
+        tz = self.launch.tz
+        start, end = window
+        lang = self.launch.lang
+        shared: dict[str, Any] = {
+            "launch": self.launch.spec,
+            "phase": PhaseView(phase.name, start.astimezone(tz), end.astimezone(tz) if end else None, now.astimezone(tz)),
+            "email": {"id": email.id},
+            "links": dict(self.launch.spec.links),
+            "sender": self.sender,
+            "unsubscribe_text": UNSUBSCRIBE_TEXT.get(lang.split("-")[0], UNSUBSCRIBE_TEXT["en"]),
+            "lang": lang,
+            "now": now.astimezone(tz),
+        }
+        self._shared = (key, shared)
+        return shared
 
 
 def _as_list(value: Any) -> list[str]:

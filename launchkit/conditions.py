@@ -87,9 +87,16 @@ class Condition:
 ALWAYS = "true"
 
 
+class _ConditionSandbox(SandboxedEnvironment):
+    def make_globals(self, d: Mapping[str, Any] | None) -> dict[str, Any]:  # type: ignore[override]
+        # A plain dict, not Jinja's ChainMap: each evaluation copies the globals, and a
+        # send evaluates conditions for every contact. The globals never change.
+        return {**self.globals, **(d or {})}
+
+
 @lru_cache(maxsize=1)
 def _environment() -> SandboxedEnvironment:
-    return SandboxedEnvironment()
+    return _ConditionSandbox()
 
 
 def compile_condition(source: str, *, email_ids: set[str] | None = None, link_names: set[str] | None = None) -> Condition:

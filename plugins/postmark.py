@@ -37,6 +37,7 @@ Importing this module is cheap: ``launchkit.http`` loads httpx only when a provi
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
@@ -64,15 +65,22 @@ TRANSIENT_CODES: dict[int, str] = {
 }
 
 
-def postmark_message(message: OutgoingMessage, stream: str) -> dict[str, Any]:
-    """One message as Postmark's email API wants it (line breaks already refused)."""
+@functools.lru_cache(maxsize=64)
+def _from(sender: str) -> str:
+    # Every message of a project has the same sender: parse it once, not per message.
     from email.utils import parseaddr  # here: it imports socket, too slow for plugin discovery
 
     from launchkit.mime import display_address  # here: it imports the email package, likewise
 
-    sender_name, sender_address = parseaddr(message.sender)
+    return display_address(*parseaddr(sender))
+
+
+def postmark_message(message: OutgoingMessage, stream: str) -> dict[str, Any]:
+    """One message as Postmark's email API wants it (line breaks already refused)."""
+    from launchkit.mime import display_address  # here: cheap once _from has imported it
+
     payload: dict[str, Any] = {
-        "From": display_address(sender_name, sender_address),
+        "From": _from(message.sender),
         "To": display_address(message.to_name, message.to),
         "Subject": message.subject,
         "HtmlBody": message.html,
