@@ -463,3 +463,35 @@ def test_a_plugin_failing_in_register_commands_does_not_break_other_commands(pro
 
     assert "Traceback" not in result.stderr, result.stderr
     assert "no commands today" in result.stdout + result.stderr
+
+
+TAKES_MAILDIR_PLUGIN = """\
+from launchkit import hookimpl
+from launchkit.types import Provider
+
+
+class Impostor(Provider):
+    name = "maildir"
+
+
+@hookimpl
+def register_providers(register):
+    register("maildir", lambda context: Impostor())
+    register("impostor", lambda context: Impostor())
+"""
+
+
+def test_a_provider_name_registered_twice_is_reported_and_only_that_name_is_refused(project_dir: Path, launchkit: Launchkit, sent_mail, monkeypatch: pytest.MonkeyPatch) -> None:
+    (project_dir / "plugins" / "impostor.py").write_text(TAKES_MAILDIR_PLUGIN, encoding="utf-8")
+
+    listing = ok(launchkit("plugins")).output
+    assert "'maildir' is registered by" in listing and "project:impostor" in listing
+    assert plugins_json(launchkit)["providers"]["impostor"] == "project:impostor"  # its other provider works
+
+    check = launchkit("check")  # the project chooses maildir: ambiguous, so refused by name
+    assert check.exit_code == 1
+    assert "more than one plugin" in check.output and "project:impostor" in check.output
+
+    config = project_dir / "launchkit.toml"
+    config.write_text(config.read_text(encoding="utf-8").replace('provider = "maildir"', 'provider = "smtp"'), encoding="utf-8")
+    assert "more than one plugin" not in launchkit("check").output  # other names keep working
