@@ -43,6 +43,9 @@ def check(project: Project) -> CheckReport:
         report.problems += exc.problems
     except LaunchkitError as exc:
         report.problems.append(config_problem(project.root, ("delivery",), str(exc)))
+    except Exception as exc:  # a plugin's factory failing its own way: still a problem to report, not a crash
+        name = project.config.delivery.provider
+        report.problems.append(config_problem(project.root, ("delivery", "provider"), f"provider {name!r} could not be built: {exc!r}"))
 
     for path in launch_files(project.root):
         try:
