@@ -11,9 +11,11 @@ LAUNCHKIT := $(BIN)/launchkit
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.installed: $(BIN)/python pyproject.toml
+$(VENV)/.installed: $(BIN)/python pyproject.toml examples/launchkit-example-provider/pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
+	# The plugin tutorial's finished package: installed like any third-party plugin, tested below.
+	$(BIN)/python -m pip install --quiet -e 'examples/launchkit-example-provider[test]'
 	touch $@
 
 install: $(VENV)/.installed
@@ -35,3 +37,4 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest examples/launchkit-example-provider/tests
