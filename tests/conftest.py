@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import email
 import email.policy
 from datetime import date
@@ -11,7 +12,9 @@ from typing import Callable
 import pytest
 from click.testing import CliRunner, Result
 
+from launchkit import audience
 from launchkit.cli import cli
+from launchkit.project import Project
 from launchkit.scaffold import init_project
 
 # init_project(…, 2030-01-01) dates the example launch: waitlist 2030-01-02 09:00,
@@ -84,3 +87,21 @@ def use_provider(project_dir: Path) -> Callable[..., Path]:
         return project_dir
 
     return use
+
+
+@pytest.fixture
+def waitlist_project(use_provider: Callable[..., Path], tmp_path: Path) -> Callable[..., Path]:
+    """``project_dir`` sending through provider ``name`` (its ``table`` appended), with
+    ``people`` — (address, first name, last name) — imported on the waitlist on 2029-12-20."""
+
+    def make(name: str, table: str, people: list[tuple[str, str, str]]) -> Path:
+        root = use_provider(name, table, rate=None)
+        path = tmp_path / "audience.csv"
+        with path.open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["email", "first_name", "last_name", "tags"])
+            writer.writerows([(address, first, last, "newsletter, waitlist") for address, first, last in people])
+        audience.import_csv(Project.open(root, now="2029-12-20 10:00"), path)
+        return root
+
+    return make

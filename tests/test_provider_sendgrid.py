@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -11,20 +10,18 @@ from click.testing import CliRunner
 from sqlalchemy import select
 
 import launchkit_plugins.sendgrid as sendgrid_plugin
-from launchkit import audience
 from launchkit.cli import cli
 from launchkit.engine import TickReport
 from launchkit.project import Project
 from launchkit.runner import tick
-from launchkit.store import outbox
 from launchkit.store.tables import contacts as contacts_table
 from launchkit.store.tables import outbox as outbox_table
 from launchkit.types import OutgoingMessage, ProviderContext, SendStatus
 from tests.fakes.sendgrid import FakeSendGrid
 from tests.fakes.server import serve
+from tests.outbox_views import reasons, statuses
 
 API_KEY = "SG.launchkit-test"
-IMPORTED = "2029-12-20 10:00"
 # init_project(…, 2030-01-01): the waitlist opens 2030-01-02 09:00, and `welcome` (when = "join")
 # is then due for everyone tagged waitlist.
 WAITLIST_OPENS = "2030-01-02 09:05"
@@ -44,39 +41,20 @@ def sendgrid_url(sendgrid: FakeSendGrid) -> Iterator[str]:
 
 
 @pytest.fixture
-def make_project(use_provider: Callable[..., Path], sendgrid_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> MakeProject:
-    """A project from `launchkit init` sending through the fake SendGrid, with ``contacts`` on the waitlist."""
+def make_project(waitlist_project: Callable[..., Path], sendgrid_url: str, monkeypatch: pytest.MonkeyPatch) -> MakeProject:
+    """A project from `launchkit init` sending through the fake, with ``contacts`` on the waitlist."""
     monkeypatch.setenv("SENDGRID_API_KEY", API_KEY)
 
     def make(contacts: int = 3, *, settings: str = "", section: str | None = None, people: list[tuple[str, str, str]] | None = None) -> Path:
         if section is None:
             section = f'[delivery.sendgrid]\napi_key = "${{SENDGRID_API_KEY}}"\nbase_url = "{sendgrid_url}"\n{settings}'
-        root = use_provider("sendgrid", section, rate=None)
-        rows = people or [(f"p{i}@example.com", f"P{i}", "") for i in range(contacts)]
-        path = tmp_path / "audience.csv"
-        with path.open("w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(["email", "first_name", "last_name", "tags"])
-            writer.writerows([(address, first, last, "newsletter, waitlist") for address, first, last in rows])
-        audience.import_csv(Project.open(root, now=IMPORTED), path)
-        return root
+        return waitlist_project("sendgrid", section, people or [(f"p{i}@example.com", f"P{i}", "") for i in range(contacts)])
 
     return make
 
 
 def run(root: Path, moment: str = WAITLIST_OPENS) -> TickReport:
     return tick(Project.open(root, now=moment))
-
-
-def statuses(root: Path) -> dict[str, int]:
-    with Project.open(root).store.connect() as conn:
-        return {s: n for (_, e, s), n in outbox.counts(conn).items() if e == "welcome"}
-
-
-def reasons(root: Path, status: str) -> dict[str, str | None]:
-    """Address -> reason of the ``welcome`` rows in ``status``."""
-    with Project.open(root).store.connect() as conn:
-        return {row.address: row.reason for row in outbox.listing(conn, [status], limit=0) if row.email_id == "welcome"}
 
 
 def test_each_message_is_its_own_request_with_the_bearer_key_and_its_own_content(make_project: MakeProject, sendgrid: FakeSendGrid) -> None:
