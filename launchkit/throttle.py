@@ -1,18 +1,20 @@
 """Pacing sends: ``[delivery] rate`` (messages per second) and ``daily_cap``.
 
-The rate is kept strictly, as a receiving service counts it: sends go out in small chunks
-spaced so that no second ever sees more than the rate, rather than a full bucket's burst.
+The rate is kept strictly, as a receiving service counts it: sends go out in small chunks,
+each waiting its share of time after the previous one, and never more than the rate may
+start within any window a little longer than a second, so the jitter of a busy machine
+(a request that left late, the next one on time) cannot push a second at the service over.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections import deque
 from typing import Callable
 
-# Spacing is padded a little: a request that took longer to leave than the next one
-# must not make a second at the service count one chunk too many.
-_MARGIN = 1.01
+_MARGIN = 1.01  # chunk spacing, padded a little
+_WINDOW = 1.05  # seconds: the rate holds within any window this long, not just within one second
 
 
 class Throttle:
@@ -21,6 +23,7 @@ class Throttle:
         self.clock = clock
         self.sleep = sleep
         self._next: float | None = None
+        self._starts: deque[tuple[float, int]] = deque()  # (when, how many) of recent chunks
 
     def chunk_size(self, max_batch: int) -> int:
         """How many messages one provider call may carry: a tenth of a second's worth at most."""
@@ -32,18 +35,24 @@ class Throttle:
         """Sleep until ``count`` messages may go; False if ``stop`` became true meanwhile.
 
         Each chunk waits for its own share of time (``count / rate``) after the previous
-        one, the first included: N messages take at least N / rate seconds, and no burst
-        at the start of a tick goes over the rate.
+        deadline, the first included: N messages take at least N / rate seconds, and the
+        work between chunks does not slow the pace below the rate.
         """
         if self.rate is None:
             return not stop()
         spacing = count / self.rate * _MARGIN
         now = self.clock()
-        # From the previous deadline, not from when the previous chunk's work ended: the
-        # work must not slow the pace below the rate; after an overrun, go at once.
         self._next = now + spacing if self._next is None else max(self._next + spacing, now)
-        while (delay := self._next - self.clock()) > 0:
+        while True:
+            now = self.clock()
+            while self._starts and self._starts[0][0] <= now - _WINDOW:
+                self._starts.popleft()
+            in_window = sum(n for _, n in self._starts)
+            if now >= self._next and in_window + count <= self.rate:
+                break
             if stop():
                 return False
-            self.sleep(min(delay, 0.1))
+            until_window = self._starts[0][0] + _WINDOW - now if in_window + count > self.rate and self._starts else 0.0
+            self.sleep(min(max(self._next - now, until_window, 0.001), 0.1))
+        self._starts.append((now, count))
         return not stop()

@@ -112,11 +112,19 @@ def test_killing_the_worker_twenty_times_mid_send_never_duplicates_or_loses_a_me
     tick(Project.open(root, now="2030-01-02 08:00"))  # planned ahead, as cron would have done
     env = {**os.environ, "LAUNCHKIT_NOW": "2030-01-02 09:05"}
     chance = random.Random(20300102)
-    for _ in range(20):
+    kills = 0
+    while kills < 20 and len(fake.accepted) < 5000:
         worker = subprocess.Popen(launchkit(root, "run", "--quiet"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        time.sleep(chance.uniform(1.0, 4.0))
+        # Wait until this worker is sending (however slow the machine is to start it), then
+        # kill it at a random point of a request or between two.
+        before = len(fake.requests)
+        deadline = time.monotonic() + 60
+        while len(fake.requests) == before and worker.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(chance.uniform(0.0, 0.5))
         worker.send_signal(signal.SIGKILL)
         worker.wait(timeout=30)
+        kills += 1
     finish = subprocess.run(launchkit(root, "run", "--quiet"), env=env, capture_output=True, text=True, timeout=300)
     assert finish.returncode == 0, finish.stderr
 
