@@ -8,7 +8,9 @@ Dispatch claims due rows in batches, re-checks at send time everything that can 
 changed (subscription status, audiences, ``only``/``unless``, lateness), renders, then hands
 them to the provider in chunks (its ``max_batch``, smaller under a ``rate``), each chunk
 marked ``sending`` just before and settled just after. A crash can therefore leave at most
-the chunk in flight in doubt, and never sends anything twice.
+the chunk in flight in doubt, and never sends anything twice. A provider that cannot send
+anything until its configuration is fixed (``ProviderUnavailable``) stops the tick, and
+the chunk it refused goes back to the queue with the rest.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from launchkit.store import contacts as contact_store
 from launchkit.store import outbox
 from launchkit.throttle import Throttle
 from launchkit.timing import localize
-from launchkit.types import OutgoingMessage, Provider, SendResult, SendStatus, SkipMessage
+from launchkit.types import OutgoingMessage, Provider, ProviderUnavailable, SendResult, SendStatus, SkipMessage
 
 log = logging.getLogger("launchkit")
 
@@ -219,7 +221,18 @@ class Tick:
             # leaves exactly this chunk in doubt, and nothing else.
             with self.transaction() as conn:
                 outbox.mark_sending(conn, token, [r.id for r, _ in chunk], _real_now() + LEASE)
-            outcomes, dead = self._send(chunk)
+            try:
+                outcomes, dead = self._send(chunk)
+            except ProviderUnavailable as exc:
+                # The provider took none of this chunk: back to claimed, and dispatch()
+                # releases every claimed row to the queue for the tick after the fix.
+                with self.transaction() as conn:
+                    outbox.unmark_sending(conn, token, [r.id for r, _ in chunk])
+                name = self.provider_name
+                raise LaunchkitError(
+                    f"provider {name!r} cannot send: {exc}. Nothing was sent; the messages stay scheduled: "
+                    f"fix [delivery.{name}] and run again."
+                ) from None
             self._settle(token, outcomes, report)
             if dead:
                 with self.transaction() as conn:
@@ -307,6 +320,8 @@ class Tick:
         assert self.provider is not None
         try:
             results = self.provider.send([m for _, m in chunk])
+        except ProviderUnavailable:
+            raise  # nothing was handed over: the tick stops, the chunk stays scheduled
         except Exception as exc:  # the provider's fault, not the messages': their fate is unknown
             log.exception("provider %s raised while sending", self.provider_name)
             return [_outcome(r, outbox.IN_DOUBT, f"provider {self.provider_name!r} raised {exc!r} while sending") for r, _ in chunk], []

@@ -8,6 +8,9 @@ How answers are classified, for every service alike:
 
 - 2xx: the subclass reads the body (a batch may still reject single messages);
 - 429 and 5xx: transient, retried after ``Retry-After`` (or the service's reset header);
+- 401 (``credentials_refused``) before the service has taken any message from this
+  provider: ``ProviderUnavailable``, so the tick stops and nothing is lost; afterwards,
+  permanent like any other 4xx;
 - other 4xx: permanent, with the service's error text as the reason;
 - no connection at all: transient (nothing was sent);
 - a timeout or a dropped connection after the request was sent: the service may have
@@ -29,7 +32,7 @@ import time
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Sequence
 
 from launchkit.errors import LaunchkitError
-from launchkit.types import OutgoingMessage, Provider, ProviderContext, SendResult, SendStatus
+from launchkit.types import OutgoingMessage, Provider, ProviderContext, ProviderUnavailable, SendResult, SendStatus
 
 if TYPE_CHECKING:
     from concurrent.futures import ThreadPoolExecutor
@@ -62,6 +65,9 @@ class HttpProvider(Provider):
             "concurrency", self.default_concurrency, 1, maximum=self.max_concurrency, integer=True
         )
         self._pool: ThreadPoolExecutor | None = None
+        #: The service may have taken a message from this provider (a 2xx, or no answer after
+        #: sending): from then on refused credentials no longer stop the tick.
+        self._handed_over = False
         headers = {"User-Agent": "launchkit", **self.auth_headers()}
         auth = self.auth()
         self.client = httpx.Client(
@@ -130,11 +136,24 @@ class HttpProvider(Provider):
             return [send_one(m) for m in messages]
         from concurrent.futures import ThreadPoolExecutor, wait  # here: slow to import, and sending is rare
 
+        results: list[SendResult] = []
+        if not self._handed_over:
+            # Until the service has taken a message, the first goes alone: a refused key
+            # stops the tick before any request runs beside it.
+            results.append(send_one(messages[0]))
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix=f"launchkit-{self.name}")
-        futures = [self._pool.submit(send_one, m) for m in messages]
+        rest = messages[len(results) :]
+        futures = [self._pool.submit(send_one, m) for m in rest]
         wait(futures)  # every request ends before an exception (a bug) reaches the engine
-        return [f.result() for f in futures]
+        for message, future in zip(rest, futures):
+            error = future.exception()
+            if isinstance(error, ProviderUnavailable) and self._handed_over:
+                # A request beside it was taken meanwhile: the tick can no longer stop with nothing sent.
+                results.append(SendResult(message.key, SendStatus.PERMANENT, reason=str(error)))
+            else:
+                results.append(future.result())
+        return results
 
     def refused(self, message: OutgoingMessage) -> SendResult | None:
         """A PERMANENT result when a name, subject, reply-to or header value contains a line break, else None."""
@@ -158,7 +177,7 @@ class HttpProvider(Provider):
         return None
 
     def request(self, messages: Sequence[OutgoingMessage], method: str, path: str, **kwargs: Any) -> httpx.Response | list[SendResult]:
-        """Make one request for ``messages``: the response when it is 2xx, else their results."""
+        """Make one request for ``messages``: the response when it is 2xx, else their results (see ``answer``)."""
         import httpx
 
         try:
@@ -166,11 +185,29 @@ class HttpProvider(Provider):
         except httpx.ConnectError as exc:
             return results_for(messages, SendStatus.TRANSIENT, f"{self.name}: cannot connect: {exc}")
         except (httpx.TimeoutException, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
+            self._handed_over = True  # the service may have taken them
             status = SendStatus.TRANSIENT if self.idempotent else SendStatus.UNKNOWN
             return results_for(messages, status, f"{self.name}: no answer after sending ({type(exc).__name__}: {exc})")
+        return self.answer(messages, response)
+
+    def answer(self, messages: Sequence[OutgoingMessage], response: httpx.Response) -> httpx.Response | list[SendResult]:
+        """``response`` when it is 2xx, else one classified result per message.
+
+        Raises ``ProviderUnavailable`` with the service's words when it refuses the
+        credentials (``credentials_refused``) before it has taken any message from this provider.
+        """
         if response.is_success:
+            self._handed_over = True
             return response
-        return results_for(messages, *self.classify(response))
+        status, reason, delay = self.classify(response)
+        if not self._handed_over and self.credentials_refused(response):
+            raise ProviderUnavailable(reason)
+        return results_for(messages, status, reason, delay)
+
+    def credentials_refused(self, response: httpx.Response) -> bool:
+        """Whether a non-2xx answer says the credentials are wrong: a 401. Override it for a
+        service that documents another answer for that (a 403 with an error code)."""
+        return response.status_code == 401
 
     def classify(self, response: httpx.Response) -> tuple[SendStatus, str, float | None]:
         """Status, reason and retry delay of a non-2xx answer."""

@@ -18,7 +18,7 @@ from launchkit.store import contacts as contact_store
 from launchkit.store import outbox
 from launchkit.store.contacts import Contact
 from launchkit.throttle import Throttle
-from launchkit.types import OutgoingMessage, Provider, SendResult, SendStatus
+from launchkit.types import OutgoingMessage, Provider, ProviderUnavailable, SendResult, SendStatus
 
 
 def composers(project: Project, secret: str) -> dict[str, Composer]:
@@ -130,6 +130,8 @@ def send_test(project: Project, launch_id: str, email_id: str, to: str, address:
     provider = project.provider()
     try:
         results = provider.send([message])
+    except ProviderUnavailable as exc:  # nothing was sent: the test failed for the provider's reason
+        return SendResult(message.key, SendStatus.PERMANENT, reason=str(exc))
     finally:
         provider.close()
     return results[0] if results else SendResult(message.key, SendStatus.UNKNOWN, reason="the provider gave no result")

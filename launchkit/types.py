@@ -67,7 +67,7 @@ class Provider:
 
     ``send`` receives at most ``max_batch`` messages and returns one ``SendResult`` per
     message, in any order. It raises only for programming errors: a failure to deliver is
-    a result, not an exception.
+    a result, not an exception. The one exception to that is ``ProviderUnavailable``.
     """
 
     name: ClassVar[str] = ""
@@ -97,3 +97,9 @@ class Event:
 
 class SkipMessage(Exception):
     """Raise from ``before_send`` to veto one message; the reason is recorded in the outbox."""
+
+
+class ProviderUnavailable(Exception):
+    """Raise from ``send`` when nothing can be sent until the provider's configuration is fixed
+    (bad credentials, unknown account), and only when nothing of this call was handed over:
+    the tick stops with this message and the messages stay scheduled."""

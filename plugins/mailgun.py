@@ -34,9 +34,10 @@ header, so nothing secret goes there) and two ``o:tag`` values (the launch, and
 
 Mailgun has no idempotency key: a request that gets no answer may have been accepted, so
 that message is recorded in doubt (``launchkit outbox --in-doubt``), never resent on its
-own. 429 and 5xx answers are retried later, after ``Retry-After`` when Mailgun sends one;
-other 4xx answers (a bad key, an unverified domain, an invalid address) fail the message
-with Mailgun's own words. A line break in a name, the subject, the reply-to or a header
+own. 429 and 5xx answers are retried later, after ``Retry-After`` when Mailgun sends one.
+A wrong key (401) before Mailgun has taken any message of the tick stops the tick with
+Mailgun's words, the messages still scheduled (``launchkit.http``); other 4xx answers (an
+unverified domain, an invalid address) fail the message with Mailgun's own words. A line break in a name, the subject, the reply-to or a header
 fails that message before any request (``HttpProvider.refused``).
 
 Importing this module is cheap: ``launchkit.http`` loads httpx only when a provider is built.

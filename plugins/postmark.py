@@ -20,8 +20,9 @@ other code fails that message alone, classified by Postmark's API error codes:
   (hard bounce, spam complaint, suppression), 300 invalid email request, 400/401 sender
   signature missing or unconfirmed.
 
-A whole request refused is classified by ``launchkit.http``: 401 (a wrong token) and other 4xx
-fail every message permanently with Postmark's ``Message``, 429 and 5xx are retried after
+A whole request refused is classified by ``launchkit.http``: a 401 (a wrong token) before
+Postmark has taken any message of the tick stops the tick, the messages still scheduled;
+other 4xx fail every message permanently with Postmark's ``Message``, 429 and 5xx are retried after
 ``Retry-After``; a 422 whose ``ErrorCode`` is transient (above) is retried too. Postmark has no
 idempotency key, so a request whose answer is lost leaves its messages in doubt, never resent
 on its own.

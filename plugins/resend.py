@@ -46,6 +46,9 @@ recorded as the provider message id. A message with a line break in a name, the 
 the reply-to or a header fails alone before any request (``HttpProvider.refused``); in the
 default mode ``concurrency`` requests are in flight at once (``HttpProvider.send_each``).
 
+A missing key (401) or a wrong one (403 ``invalid_api_key``) before Resend has taken any
+message of the tick stops the tick with Resend's words; the messages stay scheduled.
+
 Importing this module is cheap: ``launchkit.http`` loads httpx only when a provider is built.
 """
 
@@ -59,7 +62,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from launchkit import hookimpl
 from launchkit.errors import LaunchkitError
-from launchkit.http import HttpProvider, results_for, retry_after
+from launchkit.http import HttpProvider, retry_after
 from launchkit.types import OutgoingMessage, Provider, ProviderContext, SendResult, SendStatus
 
 if TYPE_CHECKING:
@@ -163,6 +166,10 @@ class ResendBase(HttpProvider):
     def auth_headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.setting('api_key')}"}
 
+    def credentials_refused(self, response: httpx.Response) -> bool:
+        # Resend answers a missing key 401 and a wrong one 403 invalid_api_key.
+        return response.status_code == 401 or error_name(response) == "invalid_api_key"
+
     def classify(self, response: httpx.Response) -> tuple[SendStatus, str, float | None]:
         status, reason, delay = super().classify(response)
         if response.status_code == 409 and error_name(response) == "concurrent_idempotent_requests":
@@ -190,7 +197,7 @@ class ResendBase(HttpProvider):
             else:
                 wait = self.pause_before_replay(response)
                 if wait is None:
-                    return response if response.is_success else results_for(messages, *self.classify(response))
+                    return self.answer(messages, response)
                 pause = wait
             time.sleep(pause)
         return self.request(messages, "POST", path, content=content, headers=sent_headers)

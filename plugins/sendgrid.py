@@ -22,9 +22,10 @@ hidden by sending ``concurrency`` requests at once on one pooled HTTP client
 (``HttpProvider.send_each``).
 
 Results, per message: 202 is accepted (``provider_message_id`` = ``X-Message-Id``); 429 and 5xx
-are retried after ``Retry-After`` or ``X-RateLimit-Reset``; other 4xx fail that message alone
-with SendGrid's ``errors`` (field and message); a lost answer leaves it in doubt (SendGrid has no
-idempotency key). ``personalizations[0].custom_args`` carries ``launch``, ``email`` and ``key``
+are retried after ``Retry-After`` or ``X-RateLimit-Reset``; a wrong key (401) before SendGrid
+has taken any message of the tick stops the tick, the messages still scheduled; other 4xx fail
+that message alone with SendGrid's ``errors`` (field and message); a lost answer leaves it in
+doubt (SendGrid has no idempotency key). ``personalizations[0].custom_args`` carries ``launch``, ``email`` and ``key``
 (and any metadata a plugin added), so SendGrid's event webhook maps back to the outbox row;
 ``categories`` holds the email id for SendGrid's statistics. SendGrid refuses ``;`` and ``,`` in
 a recipient's name: they are replaced by spaces. A line break in a name, the subject, the

@@ -32,11 +32,13 @@ published examples. The endpoint is ``https://email.{region}.amazonaws.com`` unl
 
 Answers: throttling (``TooManyRequestsException``, 429), ``LimitExceededException`` (the
 daily quota), ``SendingPausedException`` and 5xx are retried later; ``MessageRejected``,
-``MailFromDomainNotVerifiedException``, ``AccountSuspendedException``, a refused signature
-(403) and other 4xx fail the message with SES's own words. SES has no idempotency key: a
-request that got no answer may have been sent, so its message is recorded in doubt. A line
-break in a name, the subject, the reply-to or a header fails that message before any
-request (``HttpProvider.refused``).
+``MailFromDomainNotVerifiedException``, ``AccountSuspendedException`` and other 4xx fail the
+message with SES's own words. A refused key or signature (403 ``UnrecognizedClientException``,
+``InvalidSignatureException``, ``SignatureDoesNotMatch``…) before SES has taken any message
+of the tick stops the tick instead (``ProviderUnavailable``): the messages stay scheduled.
+SES has no idempotency key: a request that got no answer may have been sent, so its message
+is recorded in doubt. A line break in a name, the subject, the reply-to or a header fails
+that message before any request (``HttpProvider.refused``).
 
 Importing this module is cheap: ``launchkit.http`` loads httpx only when a provider is built.
 """
@@ -77,6 +79,9 @@ CREDENTIAL_ERRORS = frozenset(
     {"InvalidSignatureException", "SignatureDoesNotMatch", "UnrecognizedClientException", "IncompleteSignature",
      "InvalidClientTokenId", "ExpiredTokenException", "AccessDeniedException", "MissingAuthenticationToken"}
 )
+#: Those that refuse every request whatever its message (AccessDeniedException may be a policy
+#: on one sender), so sending stops until the key is fixed.
+UNUSABLE_CREDENTIALS = CREDENTIAL_ERRORS - {"AccessDeniedException"}
 
 
 # AWS Signature Version 4.
@@ -212,6 +217,9 @@ class SesProvider(HttpProvider):
         if kind in CREDENTIAL_ERRORS:
             reason += f" (check [delivery.{self.context.name}] access_key_id, secret_access_key and the machine's clock)"
         return SendStatus.PERMANENT, reason, None
+
+    def credentials_refused(self, response: httpx.Response) -> bool:
+        return response.status_code == 401 or aws_error(response)[0] in UNUSABLE_CREDENTIALS
 
     def send_batch(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
         return self.send_each(messages, self.send_one)

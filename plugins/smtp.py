@@ -15,7 +15,9 @@ Settings (``[delivery.smtp]``):
 One connection per tick (a provider lives one tick), opened at the first message and reused
 for every message and batch; ``close`` says QUIT. If the server has closed it in the meantime
 (an idle timeout, a 421), the next message reconnects once and goes on. If connecting fails,
-the rest of the tick's messages get the same answer without new attempts.
+the rest of the tick's messages get the same answer without new attempts. A refused login
+(535, ``SMTPAuthenticationError``) before the server has taken any message of the tick stops
+the tick instead (``ProviderUnavailable``): the messages stay scheduled for the tick after the fix.
 
 Each message is one transaction, MAIL FROM (the sender's address), RCPT TO, DATA, and its
 fate follows the server's replies: 2xx accepted; 4xx transient (retried with backoff); 5xx
@@ -41,7 +43,7 @@ from typing import Any, Sequence
 from launchkit import hookimpl
 from launchkit.errors import LaunchkitError
 from launchkit.mime import POLICY, HeaderInjection, to_bytes, to_email_message
-from launchkit.types import OutgoingMessage, Provider, ProviderContext, SendResult, SendStatus
+from launchkit.types import OutgoingMessage, Provider, ProviderContext, ProviderUnavailable, SendResult, SendStatus
 
 SECURITY_PORTS = {"starttls": 587, "tls": 465, "none": 25}
 DEFAULT_TIMEOUT = 30.0
@@ -146,6 +148,9 @@ class SmtpProvider(Provider):
         self.max_batch = settings.max_batch  # type: ignore[misc]
         self._connection: smtplib.SMTP | None = None
         self._unusable: _Failure | None = None  #: why connecting failed: the rest of the tick is not tried
+        #: The server may have taken a message of this tick (accepted, or the answer lost):
+        #: from then on a refused login no longer stops the tick.
+        self._handed_over = False
 
     def send(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
         return [self._send_one(message) for message in messages]
@@ -177,7 +182,9 @@ class SmtpProvider(Provider):
         except _Failure as failure:
             if not failure.connection_gone:
                 self._reset()
+            self._handed_over = self._handed_over or failure.status == SendStatus.UNKNOWN
             return SendResult(message.key, failure.status, reason=failure.reason, suppress=failure.dead_mailbox)
+        self._handed_over = True
         provider_id = reply if reply and not _BARE_OK.match(reply) else message.message_id
         return SendResult(message.key, SendStatus.ACCEPTED, provider_message_id=provider_id[:200])
 
@@ -316,7 +323,10 @@ class SmtpProvider(Provider):
             raise
         except smtplib.SMTPResponseException as exc:
             connection.close()
-            raise self._refused(f"refused {step}", exc.smtp_code, exc.smtp_error) from None
+            failure = self._refused(f"refused {step}", exc.smtp_code, exc.smtp_error)
+            if isinstance(exc, smtplib.SMTPAuthenticationError) and failure.status == SendStatus.PERMANENT and not self._handed_over:
+                raise ProviderUnavailable(failure.reason) from None  # a wrong password: nothing goes until it is fixed
+            raise failure from None
         except (OSError, smtplib.SMTPException) as exc:
             connection.close()
             raise _Failure(SendStatus.TRANSIENT, f"smtp: cannot set up the connection to {s.address} ({_describe(exc)}); will be retried") from None

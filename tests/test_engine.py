@@ -4,18 +4,20 @@ from __future__ import annotations
 
 from datetime import date
 from pathlib import Path
+from typing import Sequence
 
 import pytest
 from sqlalchemy import update
 
 from launchkit import audience, conversions
+from launchkit.errors import LaunchkitError
 from launchkit.project import Project
 from launchkit.runner import tick
 from launchkit.scaffold import init_project
 from launchkit.store import outbox
 from launchkit.store.tables import outbox as outbox_table
 from launchkit.testing import RecordingProvider
-from launchkit.types import SendResult, SendStatus
+from launchkit.types import OutgoingMessage, ProviderUnavailable, SendResult, SendStatus
 
 # init_project(…, 2030-01-01): waitlist 2030-01-02 09:00, cart 2030-01-09 09:00 → 2030-01-13 23:59,
 # close 2030-01-14 08:00. Emails: welcome (join, catch_up), behind-the-scenes (start + 2d at 09:00),
@@ -119,6 +121,30 @@ def test_a_provider_that_raises_leaves_its_batch_in_doubt_not_resent(root: Path)
     tick(at(root, "2030-01-02 09:10"), provider=provider)
     assert provider.sent == []
     assert statuses(root, "welcome") == {"in_doubt": 5}
+
+
+class LockedOutProvider(RecordingProvider):
+    """A service that refuses the API key: nothing can go until the setting is fixed."""
+
+    max_batch = 2  # type: ignore[misc]  # several chunks: the refused one and those never handed over
+
+    def send(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
+        self.calls.append(len(messages))
+        raise ProviderUnavailable("recording: HTTP 401: invalid API key")
+
+
+def test_a_provider_that_cannot_send_stops_the_tick_and_every_message_stays_scheduled(root: Path) -> None:
+    locked_out = LockedOutProvider()
+    with pytest.raises(LaunchkitError, match=r"provider 'recording' cannot send: recording: HTTP 401: invalid API key\. Nothing was sent"):
+        tick(at(root, WAITLIST_OPENS), provider=locked_out)
+    assert locked_out.calls == [2]  # the tick stopped at the first refusal
+    assert statuses(root, "welcome") == {"scheduled": 5}
+
+    provider = RecordingProvider()
+    report = tick(at(root, "2030-01-02 09:10"), provider=provider)  # the key fixed
+    assert report.sent == 5
+    assert sorted(m.to for m in provider.sent) == [f"p{i}@example.com" for i in range(5)]
+    assert statuses(root, "welcome") == {"sent": 5}
 
 
 def test_after_a_crash_claimed_rows_are_sent_and_sending_rows_are_in_doubt(root: Path) -> None:

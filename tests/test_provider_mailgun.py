@@ -71,16 +71,20 @@ def test_each_message_is_one_authenticated_request_with_its_headers_variables_an
     assert ada["h:Message-Id"].startswith("<example-launch.welcome.")  # launchkit's Message-ID, the same on every attempt
 
 
-def test_a_wrong_api_key_fails_every_message_permanently_with_mailguns_words(root: Path, mailgun: FakeMailgun, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_wrong_api_key_stops_the_tick_with_mailguns_words_and_the_next_tick_sends_everything_once(
+    root: Path, mailgun: FakeMailgun, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("MAILGUN_API_KEY", "key-revoked")
 
-    report = tick(at(root, WAITLIST_OPENS))
+    with pytest.raises(LaunchkitError, match=r"provider 'mailgun' cannot send: mailgun: HTTP 401: Invalid private key\. Nothing was sent"):
+        tick(at(root, WAITLIST_OPENS))
 
-    assert report.failed == 3 and mailgun.accepted == []
-    assert report.failures[0] == "mailgun: HTTP 401: Invalid private key"
-    tick(at(root, "2030-01-02 12:00"))
-    assert mailgun.requests == 3  # a permanent failure is not retried
-    assert {row.status for row in outbox_rows(root).values()} == {"failed"}
+    assert mailgun.accepted == [] and mailgun.requests == 1  # the first message alone: nothing ran beside it
+    assert {row.status for row in outbox_rows(root).values()} == {"scheduled"}
+    monkeypatch.setenv("MAILGUN_API_KEY", KEY)  # fixed
+    assert tick(at(root, "2030-01-02 09:10")).sent == 3
+    assert sorted(m.to for m in mailgun.accepted) == sorted(WAITLIST)
+    assert {row.status for row in outbox_rows(root).values()} == {"sent"}
 
 
 def test_an_address_mailgun_refuses_fails_alone_and_the_others_are_sent(root: Path, mailgun: FakeMailgun) -> None:

@@ -12,6 +12,7 @@ from sqlalchemy import select
 import launchkit_plugins.postmark as postmark_plugin
 from launchkit.cli import cli
 from launchkit.engine import TickReport
+from launchkit.errors import LaunchkitError
 from launchkit.project import Project
 from launchkit.runner import tick
 from launchkit.store.tables import contacts as contacts_table
@@ -94,18 +95,19 @@ def test_tag_and_metadata_carry_the_launch_the_email_and_the_outbox_key(make_pro
         assert message_ids[contact_id] == message.message_id  # webhooks find the row by Postmark's MessageID too
 
 
-def test_a_wrong_server_token_fails_every_message_permanently_with_postmarks_words(make_project: MakeProject, postmark: FakePostmark) -> None:
+def test_a_wrong_server_token_stops_the_tick_with_postmarks_words_and_the_next_tick_sends_everything_once(
+    make_project: MakeProject, postmark: FakePostmark, monkeypatch: pytest.MonkeyPatch
+) -> None:
     root = make_project(contacts=3)
     postmark.token = "the-real-token"
-    report = run(root)
-    assert (report.sent, report.failed, report.retried) == (0, 3, 0)
-    assert postmark.accepted == []
-    failed = reasons(root, "failed")
-    assert len(failed) == 3
-    for reason in failed.values():
-        assert reason.startswith("postmark: HTTP 401: ErrorCode 10: The Server Token you provided")
-    run(root, "2030-01-02 12:00")
-    assert len(postmark.requests) == 1  # permanent: never retried
+    with pytest.raises(LaunchkitError, match=r"provider 'postmark' cannot send: postmark: HTTP 401: ErrorCode 10: The Server Token you provided"):
+        run(root)
+    assert postmark.accepted == [] and len(postmark.requests) == 1
+    assert statuses(root) == {"scheduled": 3}
+    monkeypatch.setenv("POSTMARK_TOKEN", "the-real-token")  # fixed
+    assert run(root, "2030-01-02 09:10").sent == 3
+    assert len(postmark.accepted) == 3 and len(postmark.requests) == 2
+    assert statuses(root) == {"sent": 3}
 
 
 def test_an_inactive_recipient_fails_alone_and_the_rest_of_the_batch_is_sent(make_project: MakeProject, postmark: FakePostmark) -> None:

@@ -13,6 +13,7 @@ from fakes.server import serve
 from sqlalchemy import select
 
 from launchkit import audience
+from launchkit.errors import LaunchkitError
 from launchkit.project import Project
 from launchkit.runner import tick
 from launchkit.store import outbox
@@ -81,15 +82,19 @@ def test_each_message_is_posted_with_the_bearer_key_and_its_own_idempotency_key(
     assert recorded == {email.id for email in resend.accepted}
 
 
-def test_a_wrong_api_key_fails_every_message_permanently_with_resends_message(root: Path, resend: FakeResend, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_wrong_api_key_stops_the_tick_with_resends_message_and_the_next_tick_sends_everything_once(
+    root: Path, resend: FakeResend, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("RESEND_API_KEY", "re_revoked")
 
-    report = tick(at(root, WAITLIST_OPENS))
+    with pytest.raises(LaunchkitError, match=r"provider 'resend' cannot send: resend: HTTP 403: API key is invalid\. Nothing was sent"):
+        tick(at(root, WAITLIST_OPENS))
 
-    assert report.failed == 3 and resend.accepted == []
-    assert report.failures[0] == "resend: HTTP 403: API key is invalid"
-    tick(at(root, "2030-01-02 12:00"))
-    assert len(resend.seen) == 3  # not retried
+    assert resend.accepted == [] and len(resend.seen) == 1  # the first message alone: nothing ran beside it
+    assert {row.status for row in outbox_rows(root).values()} == {"scheduled"}
+    monkeypatch.setenv("RESEND_API_KEY", KEY)  # fixed
+    assert tick(at(root, "2030-01-02 09:10")).sent == 3
+    assert delivered(resend) == sorted(WAITLIST)
 
 
 def test_an_address_resend_refuses_fails_alone_and_the_others_are_sent(root: Path, resend: FakeResend) -> None:

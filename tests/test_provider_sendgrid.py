@@ -100,17 +100,25 @@ def test_custom_args_carry_the_launch_the_email_and_the_outbox_key(make_project:
     assert len(set(message_ids.values())) == 3
 
 
-def test_a_wrong_api_key_fails_every_message_permanently_with_sendgrids_words(make_project: MakeProject, sendgrid: FakeSendGrid) -> None:
+def test_a_wrong_api_key_stops_launchkit_run_with_sendgrids_words_and_the_next_tick_sends_everything_once(
+    make_project: MakeProject, sendgrid: FakeSendGrid, monkeypatch: pytest.MonkeyPatch
+) -> None:
     root = make_project(contacts=3)
     sendgrid.api_key = "SG.the-real-key"
-    report = run(root)
-    assert (report.sent, report.failed, report.retried) == (0, 3, 0)
-    assert sendgrid.accepted == []
-    assert reasons(root, "failed") == {
-        f"p{i}@example.com": "sendgrid: HTTP 401: The provided authorization grant is invalid, expired, or revoked" for i in range(3)
-    }
-    run(root, "2030-01-02 12:00")
-    assert len(sendgrid.requests) == 3  # permanent: never retried
+    result = CliRunner().invoke(cli, ["--project", str(root), "run", "--now", WAITLIST_OPENS, "--quiet"])
+    assert result.exit_code == 1, result.output
+    assert isinstance(result.exception, SystemExit)
+    assert "Traceback" not in result.output
+    assert (
+        "provider 'sendgrid' cannot send: sendgrid: HTTP 401: The provided authorization grant is invalid, expired, or revoked. "
+        "Nothing was sent; the messages stay scheduled: fix [delivery.sendgrid] and run again."
+    ) in " ".join(result.output.split())
+    assert sendgrid.accepted == [] and len(sendgrid.requests) == 1  # the first message alone: nothing ran beside it
+    assert statuses(root) == {"scheduled": 3}
+    monkeypatch.setenv("SENDGRID_API_KEY", "SG.the-real-key")  # fixed
+    assert run(root, "2030-01-02 09:10").sent == 3
+    assert sorted(m.to for m in sendgrid.accepted) == [f"p{i}@example.com" for i in range(3)]
+    assert statuses(root) == {"sent": 3}
 
 
 def test_an_unverified_sender_fails_permanently_with_sendgrids_words(make_project: MakeProject, sendgrid: FakeSendGrid) -> None:

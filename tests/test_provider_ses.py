@@ -116,17 +116,20 @@ def test_each_message_is_one_signed_send_email_carrying_the_raw_message_and_its_
     assert recorded == {m.message_id for m in ses.accepted}
 
 
-def test_a_tampered_secret_is_refused_403_and_fails_permanently(root: Path, ses: FakeSES, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_tampered_secret_is_refused_403_and_stops_the_tick_until_it_is_fixed(root: Path, ses: FakeSES, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET[:-1] + "Z")
 
-    report = tick(at(root, WAITLIST_OPENS))
+    with pytest.raises(LaunchkitError) as refused:
+        tick(at(root, WAITLIST_OPENS))
 
-    assert report.failed == 3 and ses.accepted == [] and ses.verified_signatures == 0
-    reason = report.failures[0]
-    assert reason.startswith("ses: HTTP 403 InvalidSignatureException: The request signature we calculated does not match")
-    assert "secret_access_key" in reason
-    tick(at(root, "2030-01-02 12:00"))
-    assert ses.requests == 3  # not retried
+    message = str(refused.value)
+    assert message.startswith("provider 'ses' cannot send: ses: HTTP 403 InvalidSignatureException: The request signature we calculated does not match")
+    assert "secret_access_key" in message and "the messages stay scheduled" in message
+    assert ses.accepted == [] and ses.verified_signatures == 0 and ses.requests == 1
+    assert {row.status for row in outbox_rows(root).values()} == {"scheduled"}
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)  # fixed
+    assert tick(at(root, "2030-01-02 09:10")).sent == 3
+    assert sorted(m.to for m in ses.accepted) == sorted(WAITLIST)
 
 
 def test_temporary_credentials_send_and_sign_the_session_token(root: Path, ses: FakeSES, monkeypatch: pytest.MonkeyPatch) -> None:

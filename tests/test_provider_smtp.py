@@ -496,16 +496,21 @@ def test_implicit_tls_with_the_relays_own_ca_delivers(
     assert len(server.mailbox.peers) == 1
 
 
-def test_a_wrong_password_fails_permanently_with_535(
+def test_a_wrong_password_refused_535_stops_the_tick_and_the_next_tick_sends_everything_once(
     tmp_path: Path, start_server: Callable[..., SmtpServer], server_tls: ssl.SSLContext, certificates: dict[str, Path]
 ) -> None:
     server = start_server(tls_context=server_tls, require_starttls=True, authenticator=only_camille, auth_require_tls=True)
     root = smtp_project(tmp_path / "p", server, security="starttls", ca_file=str(certificates["ca"]), username="camille", password="guess")
-    report = tick(at(root, WAITLIST_OPENS))
-    assert report.failed == 3
+    with pytest.raises(LaunchkitError, match=r"provider 'smtp' cannot send: smtp: 127\.0\.0\.1:\d+ refused logging in as 'camille': 535 .*Nothing was sent"):
+        tick(at(root, WAITLIST_OPENS))
     assert server.mailbox.received == []
     assert len(server.mailbox.peers) == 1  # one refusal is enough for the whole tick
-    assert all("refused logging in as 'camille': 535" in reason for reason in outbox_reasons(root, "failed").values())
+    assert outbox_counts(root, "welcome") == {"scheduled": 3}
+    config = root / "launchkit.toml"
+    config.write_text(config.read_text(encoding="utf-8").replace('password = "guess"', 'password = "s3cret"'), encoding="utf-8")  # fixed
+    assert tick(at(root, "2030-01-02 09:10")).sent == 3
+    assert sorted(r.login for r in server.mailbox.received) == ["camille"] * 3
+    assert outbox_counts(root, "welcome") == {"sent": 3}
 
 
 def test_a_server_silent_after_the_password_is_retried_later_not_failed(

@@ -179,6 +179,18 @@ def mark_sending(conn: Connection, token: str, ids: Sequence[int], lease_until: 
     return written
 
 
+def unmark_sending(conn: Connection, token: str, ids: Sequence[int]) -> int:
+    """Rows the provider refused to take at all (``ProviderUnavailable``): claimed again, never handed over."""
+    written = 0
+    for start in range(0, len(ids), _CHUNK):
+        written += conn.execute(
+            update(outbox)
+            .where(outbox.c.id.in_(ids[start : start + _CHUNK]), outbox.c.claim_token == token, outbox.c.status == SENDING)
+            .values(status=CLAIMED)
+        ).rowcount
+    return written
+
+
 def release(conn: Connection, token: str) -> int:
     """Give back rows this worker claimed but never handed to the provider."""
     return conn.execute(

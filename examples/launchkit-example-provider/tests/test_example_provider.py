@@ -12,6 +12,7 @@ from typing import Iterator
 import pytest
 
 from launchkit import hookimpl
+from launchkit.errors import LaunchkitError
 from launchkit.testing import Clock, LaunchkitProject, PluginRegistrar
 from launchkit.types import OutgoingMessage
 
@@ -134,18 +135,18 @@ def test_a_429_is_retried_no_sooner_than_retry_after(
     assert postbird.requests == [(429, 0), (200, 3)]
 
 
-def test_a_wrong_api_key_fails_every_message_with_postbirds_words(
+def test_a_wrong_api_key_stops_the_tick_and_the_messages_wait_for_the_fix(
     project: LaunchkitProject, postbird: FakePostbird, launchkit_clock: Clock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("POSTBIRD_API_KEY", "not-the-key")
     project.add_contacts(2)
     launchkit_clock.set(WAITLIST_OPENS)
-    report = project.tick()
-    assert (report.sent, report.failed) == (0, 2)
-    assert report.failures == ["example: HTTP 401: invalid API key"] * 2
-    launchkit_clock.advance(hours=3)
-    project.tick()
-    assert postbird.requests == [(401, 0)]  # permanent: never retried
+    with pytest.raises(LaunchkitError, match="provider 'example' cannot send: example: HTTP 401: invalid API key"):
+        project.tick()
+    monkeypatch.setenv("POSTBIRD_API_KEY", API_KEY)  # fixed
+    launchkit_clock.advance(minutes=1)
+    assert project.tick().sent == 2
+    assert postbird.requests == [(401, 0), (200, 2)]  # nothing lost, nothing twice
 
 
 def test_a_line_break_in_a_header_fails_that_message_before_any_request(
