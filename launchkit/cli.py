@@ -246,15 +246,14 @@ def outbox(ctx: click.Context, statuses: tuple[str, ...], launch_id: str | None,
     """
     if ctx.invoked_subcommand is not None:
         return
-    from launchkit.store import outbox as outbox_store
+    from launchkit.runner import outbox_counts, outbox_rows
     from launchkit.views import print_outbox_counts, print_outbox_rows
 
     project = _project(ctx)
-    with project.store.connect() as conn:
-        if statuses:
-            print_outbox_rows(_console(), outbox_store.listing(conn, statuses, launch_id=launch_id, limit=limit))
-        else:
-            print_outbox_counts(_console(), outbox_store.counts(conn, launch_id))
+    if statuses:
+        print_outbox_rows(_console(), outbox_rows(project, statuses, launch_id=launch_id, limit=limit))
+    else:
+        print_outbox_counts(_console(), outbox_counts(project, launch_id))
 
 
 @outbox.command("retry")
@@ -269,13 +268,11 @@ def outbox_retry(ctx: click.Context, status: str | None, launch_id: str | None) 
     Example:
       launchkit outbox retry --in-doubt --launch academy-spring
     """
-    from launchkit.store import outbox as outbox_store
+    from launchkit.runner import retry
 
     if status is None:
         raise click.UsageError("say which rows to retry: --in-doubt or --failed")
-    project = _project(ctx)
-    with project.store.begin() as conn:
-        count = outbox_store.retry(conn, status, project.now(), launch_id=launch_id)
+    count = retry(_project(ctx), status, launch_id=launch_id)
     _console().print(f"{count} row(s) scheduled again; the next tick sends them.")
 
 

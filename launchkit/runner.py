@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from contextlib import contextmanager
 from datetime import datetime, timezone
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
 from sqlalchemy import Connection
 
@@ -135,3 +135,21 @@ def send_test(project: Project, launch_id: str, email_id: str, to: str, address:
     finally:
         provider.close()
     return results[0] if results else SendResult(message.key, SendStatus.UNKNOWN, reason="the provider gave no result")
+
+
+def outbox_counts(project: Project, launch_id: str | None = None) -> dict[tuple[str, str, str], int]:
+    """(launch, email, status) -> rows, for `launchkit outbox`."""
+    with project.store.connect() as conn:
+        return outbox.counts(conn, launch_id)
+
+
+def outbox_rows(project: Project, statuses: Sequence[str], *, launch_id: str | None = None, limit: int = 50) -> list[outbox.Row]:
+    """Rows in these statuses with their reasons, most recently changed first."""
+    with project.store.connect() as conn:
+        return outbox.listing(conn, statuses, launch_id=launch_id, limit=limit)
+
+
+def retry(project: Project, status: str, *, launch_id: str | None = None) -> int:
+    """Schedule in-doubt (or failed) rows to go with the next tick; returns how many."""
+    with project.store.begin() as conn:
+        return outbox.retry(conn, status, project.now(), launch_id=launch_id)
