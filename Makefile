@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 LAUNCHKIT := $(BIN)/launchkit
 
-.PHONY: demo test install
+.PHONY: demo test install bench-smoke
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,3 +38,11 @@ demo: install
 test: install
 	$(BIN)/python -m pytest
 	$(BIN)/python -m pytest examples/launchkit-example-provider/tests
+	$(MAKE) --no-print-directory bench-smoke
+
+# The benchmarks at a small size, so they never rot: they check what they measure (every
+# message sent once) but time nothing that could fail on a busy machine.
+bench-smoke: install
+	$(BIN)/python -m benchmarks tick --sizes 10000 --memory-sizes '' --idle-ticks 3 > /dev/null
+	$(BIN)/python -m benchmarks.send --messages 2000 > /dev/null
+	@echo "benchmarks: smoke run passed"
