@@ -60,6 +60,10 @@ class Condition:
         the contact entered an audience such as ``tagged('waitlist')``.
         """
         since: list[datetime] = []
+        if self.formula is not None:
+            # Only tags: no need for Jinja. Same short-circuits, so the same tags count for ``since``.
+            result = _holds(self.formula, facts.tags, since)
+            return result, (max(since) if since else None)
 
         def tagged(name: str) -> bool:
             added = facts.tags.get(name)
@@ -82,6 +86,24 @@ class Condition:
         except Exception as exc:  # a condition is user code: any failure is theirs to read
             raise ConditionError(f"{self.source!r} failed for {getattr(contact, 'email', contact)}: {exc}") from None
         return result, (max(since) if since else None)
+
+
+def _holds(formula: Formula, tags: Mapping[str, datetime], since: list[datetime]) -> bool:
+    """Evaluate a tag formula as Jinja would, appending when each tag it found was added."""
+    kind = formula[0]
+    if kind == "tag":
+        added = tags.get(formula[1])
+        if added is None:
+            return False
+        since.append(added)
+        return True
+    if kind == "const":
+        return bool(formula[1])
+    if kind == "not":
+        return not _holds(formula[1], tags, since)
+    if kind == "and":
+        return _holds(formula[1], tags, since) and _holds(formula[2], tags, since)  # type: ignore[misc]
+    return _holds(formula[1], tags, since) or _holds(formula[2], tags, since)  # type: ignore[misc]
 
 
 ALWAYS = "true"

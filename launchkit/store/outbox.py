@@ -207,23 +207,47 @@ def settle(conn: Connection, token: str, outcomes: Sequence[dict[str, Any]], now
     """Write each row's outcome and release it, fenced by the claim token.
 
     A worker that lost its lease cannot overwrite the new owner's result. Each outcome has
-    ``oid`` and ``status`` and any of ``_OUTCOME_COLUMNS``; rows with the same columns are
-    written in one executemany.
+    ``oid`` and ``status`` and any of ``_OUTCOME_COLUMNS``. Rows whose values are the same
+    (a chunk the provider accepted: same status, sent_at, provider, attempts) are written
+    by one UPDATE per group; only the provider's message ids, one per row, go in an
+    executemany, first, while the claim token still fences the rows.
     """
-    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    groups: dict[tuple[tuple[str, Any], ...], list[dict[str, Any]]] = {}
     for outcome in outcomes:
-        groups.setdefault(tuple(c for c in _OUTCOME_COLUMNS if c in outcome), []).append(outcome)
+        shared = tuple((c, outcome[c]) for c in ("status", *_OUTCOME_COLUMNS) if c in outcome and c != "provider_message_id")
+        groups.setdefault(shared, []).append(outcome)
     written = 0
-    for columns, group in groups.items():
-        names = ("status", *columns)
+    # Rows with values of their own (a render error naming the contact, how late a row is)
+    # go in one executemany per set of columns, not one UPDATE each.
+    alone: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for shared, group in list(groups.items()):
+        if len(group) == 1:
+            alone.setdefault(tuple(c for c in ("status", *_OUTCOME_COLUMNS) if c in group[0]), []).append(group[0])
+            del groups[shared]
+    for names, group in alone.items():
         # Bound names must differ from column names in an UPDATE's SET clause.
         statement = (
             update(outbox)
             .where(outbox.c.id == bindparam("oid"), outbox.c.claim_token == token)
             .values(**{c: bindparam("v_" + c) for c in names}, claim_token=None, lease_expires=None, updated_at=now)
         )
-        params = [{"oid": o["oid"], **{"v_" + c: o[c] for c in names}} for o in group]
-        written += conn.execute(statement, params).rowcount
+        written += conn.execute(statement, [{"oid": o["oid"], **{"v_" + c: o[c] for c in names}} for o in group]).rowcount
+    for shared, group in groups.items():
+        with_ids = [{"oid": o["oid"], "v_pmid": o["provider_message_id"]} for o in group if "provider_message_id" in o]
+        if with_ids:
+            conn.execute(
+                update(outbox)
+                .where(outbox.c.id == bindparam("oid"), outbox.c.claim_token == token)
+                .values(provider_message_id=bindparam("v_pmid")),
+                with_ids,
+            )
+        ids = [o["oid"] for o in group]
+        for start in range(0, len(ids), _CHUNK):
+            written += conn.execute(
+                update(outbox)
+                .where(outbox.c.id.in_(ids[start : start + _CHUNK]), outbox.c.claim_token == token)
+                .values(**dict(shared), claim_token=None, lease_expires=None, updated_at=now)
+            ).rowcount
     return written
 
 
