@@ -190,3 +190,18 @@ def _child_main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     _child_main(sys.argv[1:])
+
+
+def outbox_rows(folder: Path) -> dict[str, dict[str, int]]:
+    """Outbox rows by status, then by email (``launchkit.store.outbox.counts``)."""
+    from launchkit.project import Project
+    from launchkit.store import outbox
+
+    project = Project.open(folder)
+    with project.store.connect() as conn:
+        counts = outbox.counts(conn)
+    project.store.close()
+    rows: dict[str, dict[str, int]] = {}
+    for (_launch, email, status), n in counts.items():
+        rows.setdefault(status, {})[email] = rows.get(status, {}).get(email, 0) + n
+    return rows

@@ -36,7 +36,7 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from benchmarks.measure import BenchmarkError, Spans, peak_rss_mb, profiled
+from benchmarks.measure import BenchmarkError, Spans, outbox_rows, peak_rss_mb, profiled
 
 TODAY = date(2030, 1, 7)  #: the day the project is "created", as in benchmarks.tick
 IMPORT_AT = f"{TODAY} 08:00"
@@ -165,20 +165,6 @@ def prepare(root: Path, size: int, port: int) -> None:
         raise BenchmarkError(f"the planning tick sent {planned.sent} messages")
 
 
-def outbox_counts(root: Path) -> dict[str, dict[str, int]]:
-    from launchkit.project import Project
-    from launchkit.store import outbox
-
-    project = Project.open(root)
-    with project.store.connect() as conn:
-        counts = outbox.counts(conn)
-    project.store.close()
-    rows: dict[str, dict[str, int]] = {}
-    for (_launch, email, status), n in counts.items():
-        rows.setdefault(status, {})[email] = rows.get(status, {}).get(email, 0) + n
-    return rows
-
-
 def send_tick(root: Path, size: int, profile: Path | None) -> tuple[float, float, Any]:
     """The timed tick (wall, cpu seconds, report), in this process."""
     from launchkit.project import Project
@@ -255,7 +241,7 @@ def run(size: int, repeat: int, workdir: Path | None, profile: Path | None) -> d
                 if attempt:
                     shutil.copyfile(planned_db, folder / "launchkit.db")
                 seconds, cpu_seconds, report, spans = send_tick(folder, size, profile if attempt == 0 else None)
-                rows = outbox_counts(folder)
+                rows = outbox_rows(folder)
                 sent = rows.get("sent", {})
                 if report.sent != size or sent != {EMAIL: size}:
                     raise BenchmarkError(f"expected {EMAIL!r} sent to {size}; the tick reported {report.sent} sent ({report.failures[:3]}), the outbox {rows}")

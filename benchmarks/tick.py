@@ -36,7 +36,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from benchmarks.measure import BenchmarkError, Spans, Stopwatch, child_env, peak_rss_mb, profiled, run_child, snapshot, summary
+from benchmarks.measure import BenchmarkError, Spans, Stopwatch, child_env, outbox_rows, peak_rss_mb, profiled, run_child, snapshot, summary
 
 TODAY = date(2030, 1, 7)  #: the day the project is "created": the skeleton's dates follow from it
 IMPORT_AT = f"{TODAY} 08:00"
@@ -141,21 +141,6 @@ def timed_tick(folder: Path, now: str) -> dict[str, Any]:
         "spans": spans.seconds,
         "report": {k: getattr(report, k) for k in ("planned", "sent", "retried", "failed", "missed", "skipped", "in_doubt", "locked")},
     }
-
-
-def outbox_rows(folder: Path) -> dict[str, dict[str, int]]:
-    """Outbox rows by status, then by email (``launchkit.store.outbox.counts``)."""
-    from launchkit.project import Project
-    from launchkit.store import outbox
-
-    project = Project.open(folder)
-    with project.store.connect() as conn:
-        counts = outbox.counts(conn)
-    project.store.close()
-    rows: dict[str, dict[str, int]] = {}
-    for (_launch, email, status), n in counts.items():
-        rows.setdefault(status, {})[email] = rows.get(status, {}).get(email, 0) + n
-    return rows
 
 
 def _total(rows: dict[str, dict[str, int]]) -> int:
