@@ -10,7 +10,7 @@ __version__ = "0.1.0"
 
 #: The version of the plugin API (hooks and public types). It rises when a hook gains an
 #: argument or a type gains a field; plugins may check it to use newer features.
-LAUNCHKIT_PLUGIN_API = 1
+LAUNCHKIT_PLUGIN_API = 2
 
 hookimpl = pluggy.HookimplMarker("launchkit")
 

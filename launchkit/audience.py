@@ -1,4 +1,4 @@
-"""The audience: importing, adding, tagging, unsubscribing and exporting contacts."""
+"""The audience: importing, adding, tagging, unsubscribing, exporting and forgetting contacts."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ from launchkit.csvfiles import CsvProblem, normalize_email, read_contacts_csv, w
 from launchkit.errors import LaunchkitError
 from launchkit.project import Project
 from launchkit.store import contacts as contact_store
+from launchkit.store import erasure
 from launchkit.store.contacts import Contact, NewContact
 
-EXPORT_COLUMNS = ("email", "first_name", "last_name", "status", "tags", "created_at")
+EXPORT_COLUMNS = ("email", "first_name", "last_name", "status", "tags", "created_at", "consent_source", "consent_at")
 
 
 @dataclass
@@ -21,26 +22,43 @@ class ImportReport:
     updated: int = 0
     merged: int = 0  #: duplicate rows folded into an earlier one
     problems: list[CsvProblem] = field(default_factory=list)  #: rows skipped, with their line
+    suppressed: int = 0  #: addresses skipped because they were erased on request (`audience forget`)
+
+
+@dataclass
+class ForgetResult:
+    """What ``forget`` erased, for telling the person who asked."""
+
+    email: str
+    found: bool  #: False: nothing was known about the address; it is suppressed all the same
+    already: bool  #: the address had been forgotten before
+    traces: erasure.Traces
 
 
 def import_csv(project: Project, path: Path, *, tags: Iterable[str] = ()) -> ImportReport:
     """Import a CSV export in one transaction: all valid rows, or nothing if the file is unreadable.
 
     Invalid rows are skipped and reported; the file is recorded as the consent source.
+    Addresses erased with ``forget`` are skipped and counted, whatever their case or spacing.
     """
     parsed = read_contacts_csv(path)
     extra = set(tags)
     people = [NewContact(r.email, r.first_name, r.last_name, dict(r.fields), r.tags | extra) for r in parsed.rows]
     with project.store.begin() as conn:
         counts = contact_store.upsert(conn, people, now=project.now(), consent_source=f"import:{path.name}")
-    return ImportReport(counts.created, counts.updated, parsed.merged, parsed.problems)
+    return ImportReport(counts.created, counts.updated, parsed.merged, parsed.problems, len(counts.suppressed))
 
 
 def add(project: Project, email: str, *, first_name: str | None = None, last_name: str | None = None, tags: Iterable[str] = (), fields: dict[str, str] | None = None, source: str = "cli") -> bool:
-    """Add or update one contact; True if it was new."""
+    """Add or update one contact; True if it was new. A forgotten address is refused, not skipped quietly."""
     person = NewContact(_address(email), first_name, last_name, fields or {}, set(tags))
     with project.store.begin() as conn:
-        return contact_store.upsert(conn, [person], now=project.now(), consent_source=source).created == 1
+        counts = contact_store.upsert(conn, [person], now=project.now(), consent_source=source)
+        if counts.suppressed:
+            raise LaunchkitError(
+                f"{person.email} was erased on request (`launchkit audience forget`); it cannot be added again."
+            )
+    return counts.created == 1
 
 
 def tag(project: Project, emails: Iterable[str], tags: Iterable[str]) -> int:
@@ -57,6 +75,21 @@ def unsubscribe(project: Project, email: str, *, reason: str = "unsubscribed fro
     with project.store.begin() as conn:
         if not contact_store.set_status(conn, _address(email), "unsubscribed", project.now(), reason):
             raise LaunchkitError(f"no contact {email!r}; `launchkit audience list` shows who is there")
+
+
+def forget(project: Project, email: str) -> ForgetResult:
+    """Erase a person for good, in one transaction, and keep them from coming back (GDPR art. 17).
+
+    Their contact, tags and emails go; events and purchases stay for the reports without the
+    address. An unknown address is suppressed all the same: a request to be forgotten may come
+    before the import that would have added them.
+    """
+    address = _address(email)
+    with project.store.begin() as conn:
+        already = erasure.is_suppressed(conn, address)
+        found = erasure.traces(conn, address)
+        erasure.forget(conn, address, project.now())
+    return ForgetResult(address, found.found, already, found)
 
 
 def contacts(project: Project, *, tag_name: str | None = None, status: str | None = None) -> Iterable[tuple[Contact, list[str]]]:
@@ -77,6 +110,8 @@ def export_csv(project: Project, out: TextIO, *, tag_name: str | None = None, st
             person.status,
             ", ".join(tags),
             person.created_at.isoformat(),
+            person.consent_source,
+            person.consent_at.isoformat() if person.consent_at else None,
             *(person.fields.get(name) for name in field_names),
         ]
         for person, tags in contacts(project, tag_name=tag_name, status=status)

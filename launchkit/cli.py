@@ -227,6 +227,32 @@ def scheduler(ctx: click.Context, every: float) -> None:
     console.print("Scheduler stopped.")
 
 
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0 for every interface).")
+@click.option("--port", type=int, default=8787, show_default=True)
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Processes to run.")
+@click.option(
+    "--forwarded-allow-ips", default="127.0.0.1", show_default=True,
+    help="Proxies trusted for X-Forwarded-For (the client IP signup limits count); '*' behind a load balancer.",
+)
+@click.pass_context
+def serve(ctx: click.Context, host: str, port: int, workers: int, forwarded_allow_ips: str) -> None:
+    """The tracking and webhook server: opens, clicks, unsubscribes, signups, webhooks.
+
+    Put it behind HTTPS at [tracking] base_url. It keeps no state of its own: run as many
+    as you like, on as many machines, against the same database.
+
+    \b
+    Example:
+      launchkit serve --host 0.0.0.0 --port 8787 --workers 2
+    """
+    from launchkit.server import serve as run_server
+
+    project = _project(ctx)
+    _console(stderr=True).print(f"Serving {project.config.project.name} on http://{host}:{port} (Ctrl-C to stop)")
+    run_server(project, host=host, port=port, workers=workers, forwarded_allow_ips=forwarded_allow_ips)
+
+
 @cli.group(cls=_Group, invoke_without_command=True)
 @click.option("--failed", "statuses", flag_value="failed", multiple=True, help="List failed rows, with reasons.")
 @click.option("--in-doubt", "statuses", flag_value="in_doubt", multiple=True, help="List rows in doubt.")
@@ -299,7 +325,7 @@ def send_test(ctx: click.Context, launch: str, email: str, to: str, address: str
 
 @cli.group(cls=_Group)
 def audience() -> None:
-    """The contacts: import, add, list, tag, untag, unsubscribe, export."""
+    """The contacts: import, add, list, tag, untag, unsubscribe, export, forget."""
 
 
 @audience.command("import")
@@ -320,6 +346,8 @@ def audience_import(ctx: click.Context, file: Path, tags: tuple[str, ...]) -> No
     console.print(f"Imported {file.name}: {report.created} new, {report.updated} updated, {report.merged} duplicate rows merged.")
     for problem in report.problems:
         console.print(f"  skipped line {problem.line}: {problem.message}")
+    if report.suppressed:
+        console.print(f"{report.suppressed} address(es) skipped: erased on request (audience forget).")
 
 
 @audience.command("add")
@@ -350,7 +378,7 @@ def audience_add(ctx: click.Context, email: str, first_name: str | None, last_na
 
 @audience.command("list")
 @click.option("--tag", "tag_name", help="Only contacts with this tag.")
-@click.option("--status", type=click.Choice(["subscribed", "unsubscribed", "bounced", "complained"]))
+@click.option("--status", type=click.Choice(["subscribed", "pending", "unsubscribed", "bounced", "complained"]))
 @click.option("--limit", type=int, default=50, show_default=True, help="0 for all.")
 @click.pass_context
 def audience_list(ctx: click.Context, tag_name: str | None, status: str | None, limit: int) -> None:
@@ -416,10 +444,46 @@ def audience_unsubscribe(ctx: click.Context, email: str) -> None:
     _console().print(f"Unsubscribed {email.strip().lower()}.")
 
 
+@audience.command("forget")
+@click.argument("email")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_context
+def audience_forget(ctx: click.Context, email: str, yes: bool) -> None:
+    """Erase a contact for good (GDPR) and keep them from being imported or added again.
+
+    Their contact, tags and emails are deleted; their opens, clicks and purchases stay in
+    the reports without the address. Only a hash of the address is kept.
+
+    \b
+    Example:
+      launchkit audience forget camille@example.com --yes
+    """
+    from launchkit.audience import forget
+
+    address = email.strip().lower()
+    if not yes:
+        click.confirm(f"Erase {address} for good? This cannot be undone", abort=True)
+    result = forget(_project(ctx), email)
+    console = _console()
+    found = result.traces
+    if found.contact:
+        console.print(
+            f"Forgot {result.email}: deleted the contact, {found.tags} tag(s) and {found.outbox} outbox row(s); "
+            f"{found.events} event(s) and {found.conversions} purchase(s) kept without the address."
+        )
+    elif found.conversions:
+        console.print(f"Forgot {result.email}: no contact; {found.conversions} purchase(s) kept without the address.")
+    elif result.already:
+        console.print(f"{result.email} was already forgotten; nothing left to erase.")
+    else:
+        console.print(f"No contact or purchase for {result.email}; recorded the request anyway.")
+    console.print("From now on imports skip this address and `audience add` refuses it.")
+
+
 @audience.command("export")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="File to write (default: standard output).")
 @click.option("--tag", "tag_name", help="Only contacts with this tag.")
-@click.option("--status", type=click.Choice(["subscribed", "unsubscribed", "bounced", "complained"]))
+@click.option("--status", type=click.Choice(["subscribed", "pending", "unsubscribed", "bounced", "complained"]))
 @click.pass_context
 def audience_export(ctx: click.Context, output: Path | None, tag_name: str | None, status: str | None) -> None:
     """Export contacts as CSV (cells that look like formulas are escaped).
@@ -516,7 +580,7 @@ def plugins(ctx: click.Context, as_json: bool) -> None:
     loaded = load_plugins(root)
     if as_json:
         entries = [vars(p) for p in loaded.loaded + loaded.errors]
-        click.echo(json.dumps({"plugins": entries, "providers": loaded.providers().owners}, indent=2))
+        click.echo(json.dumps({"plugins": entries, "providers": loaded.providers().owners, "webhooks": loaded.webhooks().owners}, indent=2))
     else:
         print_plugins(_console(), loaded)
 

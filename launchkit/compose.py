@@ -16,7 +16,7 @@ from urllib.parse import quote
 import jinja2
 from markupsafe import escape
 
-from launchkit import tokens
+from launchkit import tracking
 from launchkit.config import Config
 from launchkit.errors import ConfigError, LaunchkitError, Problem
 from launchkit.spec import Email, Launch, Phase
@@ -90,6 +90,7 @@ class Composer:
         self.sender = SenderView(sender.name, sender.address, sender.postal_address)
         self.domain = sender.address.rsplit("@", 1)[-1]
         self._postal_html = str(escape(sender.postal_address))
+        self._named_links = {url: name for name, url in launch.spec.links.items()}
         #: The last (email, window, now) and the context values that follow from it alone:
         #: a send composes one email for many contacts at the same moment.
         self._shared: tuple[tuple[Any, ...], dict[str, Any]] | None = None
@@ -150,10 +151,21 @@ class Composer:
             # Without a tracking server, a reply asking to unsubscribe is the honest way out.
             address = self.config.sender.reply_to or self.sender.address
             return f"mailto:{address}?subject={quote('unsubscribe ' + self.launch.id)}"
-        return f"{base}/u/{tokens.sign(self.secret, 'u', contact_id, self.launch.id, email_id)}"
+        return tracking.unsubscribe_url(base, self.secret, contact_id, self.launch.id, email_id)
 
-    def compose(self, email: Email, contact: Any, window: tuple[datetime, datetime | None], now: datetime) -> OutgoingMessage:
-        """The message ``email`` makes for ``contact``; raises MissingFooter if a footer is lost."""
+    def compose(
+        self,
+        email: Email,
+        contact: Any,
+        window: tuple[datetime, datetime | None],
+        now: datetime,
+        link_ids: tracking.LinkIds | None = None,
+    ) -> OutgoingMessage:
+        """The message ``email`` makes for ``contact``; raises MissingFooter if a footer is lost.
+
+        With ``link_ids`` (a send, not a preview) and a ``[tracking] base_url``, links are
+        tracked and the open pixel added as ``[tracking]`` says.
+        """
         compiled = self.compiled(email)
         key = f"{self.launch.id}/{email.id}/{contact.id}"
         variant = zlib.crc32(key.encode()) % len(compiled.subjects)
@@ -169,6 +181,20 @@ class Composer:
             raise MissingFooter(
                 f"the rendered email {email.id!r} lacks the unsubscribe link or the postal address "
                 f"(a custom layout must contain {{{{ unsubscribe_url }}}} and {{{{ sender.postal_address }}}})"
+            )
+        tracking_settings = self.config.tracking
+        if link_ids is not None and tracking_settings.base_url and (tracking_settings.clicks or tracking_settings.opens):
+            html = tracking.rewrite(
+                html,
+                base=tracking_settings.base_url,
+                secret=self.secret,
+                contact_id=contact.id,
+                launch_id=self.launch.id,
+                email_id=email.id,
+                link_ids=link_ids if tracking_settings.clicks else None,
+                named=self._named_links,
+                opens=tracking_settings.opens,
+                keep=unsubscribe,
             )
         headers = {"List-Unsubscribe": f"<{unsubscribe}>"}
         if unsubscribe.startswith("http"):

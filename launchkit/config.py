@@ -74,6 +74,9 @@ class TrackingSettings(Strict):
     opens: StrictBool = True
     clicks: StrictBool = True
     secret: str | None = Field(None, description="Signs tracking tokens; generated and stored in the database when absent.")
+    previous_secrets: list[str] = Field(
+        default_factory=list, description="Secrets used before `secret`: links already sent keep working after a rotation."
+    )
 
     @field_validator("base_url", mode="before")
     @classmethod
@@ -81,12 +84,29 @@ class TrackingSettings(Strict):
         return (value.rstrip("/") or None) if isinstance(value, str) else value
 
 
+class SignupSettings(Strict):
+    """``POST /subscribe``: the signup form on the creator's site."""
+
+    tags: list[str] = Field(default_factory=list, description="Tags every signup gets, e.g. ['waitlist'].")
+    allowed_tags: list[str] = Field(default_factory=list, description="Tags a form may ask for in its `tags` field.")
+    double_opt_in: StrictBool = True
+    thank_you_url: HttpUrl | None = Field(None, description="Where a form signup is redirected.")
+    confirmed_url: HttpUrl | None = Field(None, description="Where a confirmed signup is redirected.")
+    honeypot: str = Field("website", description="A form field humans leave empty (hide it with CSS).")
+    per_address: Rate = Field(3 / 3600, description="Signups accepted per address: '3/h'.")
+    per_ip: Rate = Field(20 / 3600, description="Signups accepted per client IP: '20/h'.")
+    consent_text: str | None = Field(None, description="The consent wording (or its version) recorded with each signup.")
+    confirm_subject: str | None = None
+
+
 class Config(Strict):
     project: ProjectSettings
     sender: SenderSettings
     delivery: DeliverySettings = DeliverySettings()
     tracking: TrackingSettings = TrackingSettings()
+    signup: SignupSettings = SignupSettings()
     webhooks: dict[str, dict[str, Any]] = {}
+    plugins: dict[str, dict[str, Any]] = {}
 
 
 def load_config(project_dir: Path) -> Config:
@@ -96,7 +116,7 @@ def load_config(project_dir: Path) -> Config:
     problems: list[Problem] = []
     # Provider and webhook tables are expanded when used, so an unused provider's missing
     # secret does not stop the project from working.
-    for section in ("project", "sender", "tracking"):
+    for section in ("project", "sender", "tracking", "signup"):
         if isinstance(data.get(section), dict):
             data[section] = expand_env(data[section], (section,), path, problems, text)
     delivery = data.get("delivery")

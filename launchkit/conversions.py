@@ -9,6 +9,7 @@ from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 
+from launchkit.attribution import attribute
 from launchkit.clock import parse_moment
 from launchkit.csvfiles import CsvProblem, normalize_email, read_conversions_csv
 from launchkit.errors import LaunchkitError
@@ -53,17 +54,24 @@ def record(project: Project, purchases: list[Purchase], *, source: str) -> Conve
                 report.unknown_buyers.append(email)
             at = p.occurred_at or now
             external_id = p.external_id or _derived_id(email, p.product, p.amount, at)
+            credit = attribute(conn, project.launches.values(), email, [p.product], at)
             if history.record_conversion(
-                conn, email=email, product=p.product, amount=p.amount, currency=p.currency,
+                conn, email=email, product=credit.product, amount=p.amount, currency=p.currency,
                 occurred_at=at, source=source, external_id=external_id, now=now,
+                launch_id=credit.launch_id, email_id=credit.email_id,
             ):
                 report.added += 1
-                stored.append(Event("converted", email, at, data={"product": p.product, "amount": str(p.amount), "currency": p.currency}))
+                stored.append(
+                    Event(
+                        "converted", email, at, launch=credit.launch_id, email_id=credit.email_id, order_id=external_id,
+                        products=(p.product,), amount=p.amount, currency=p.currency, source=source,
+                    )
+                )
             else:
                 report.known += 1
             if p.refunded and history.record_refund(conn, source=source, external_id=external_id, refunded_at=at, now=now):
                 report.refunded += 1
-                stored.append(Event("refunded", email, at, data={"product": p.product}))
+                stored.append(Event("refunded", email, at, order_id=external_id, products=(p.product,), source=source))
     for event in stored:
         notify(project, event)
     return report
@@ -87,9 +95,13 @@ def import_csv(project: Project, path: Path, *, product: str | None = None) -> C
 
 def notify(project: Project, event: Event) -> None:
     """Call ``on_event`` hooks; a failing plugin is logged and does not undo the event."""
-    for impl in project.plugins.hook.on_event.get_hookimpls():
+    impls = project.plugins.hook.on_event.get_hookimpls()
+    if not impls:
+        return
+    settings = project.plugin_settings()
+    for impl in impls:
         try:
-            impl.function(event=event)
+            impl.function(**{name: value for name, value in (("event", event), ("settings", settings)) if name in impl.argnames})
         except Exception:
             log.exception("plugin %r failed in on_event", impl.plugin_name)
 

@@ -33,6 +33,7 @@ from launchkit.planner import LAUNCH_ENTRY, plan_contact
 from launchkit.spec import Email, Launch
 from launchkit.store import contacts as contact_store
 from launchkit.store import outbox
+from launchkit.store import tracking as link_store
 from launchkit.throttle import Throttle
 from launchkit.timing import localize
 from launchkit.types import OutgoingMessage, Provider, ProviderUnavailable, SendResult, SendStatus, SkipMessage
@@ -91,6 +92,9 @@ class Tick:
     daily_cap: int | None = None
     stop: Callable[[], bool] = lambda: False  #: checked between chunks: true finishes the chunk in flight and stops
     progress: Progress | None = None
+    #: Tracked links' stored ids by (launch, email, url), kept for the tick: an email's
+    #: links are looked up once, not once per message.
+    link_cache: dict[tuple[str, str, str], int] = field(default_factory=dict)
 
     def run(self, *, every_orphan: bool) -> TickReport:
         report = TickReport()
@@ -220,7 +224,11 @@ class Tick:
             # Marked sending just before the provider sees them: a crash from here on
             # leaves exactly this chunk in doubt, and nothing else.
             with self.transaction() as conn:
-                outbox.mark_sending(conn, token, [r.id for r, _ in chunk], _real_now() + LEASE)
+                marked = outbox.mark_sending(conn, token, [r.id for r, _ in chunk], _real_now() + LEASE)
+            if len(marked) < len(chunk):
+                chunk = [(r, m) for r, m in chunk if r.id in marked]  # erased since they were rendered
+                if not chunk:
+                    continue
             try:
                 outcomes, dead = self._send(chunk)
             except ProviderUnavailable as exc:
@@ -263,6 +271,7 @@ class Tick:
         entries = outbox.entries_for(conn, launch.id, [p.id for p in present]) if launch.evergreen else {}
         settled: list[dict[str, Any]] = []
         ready: list[tuple[outbox.Claimed, OutgoingMessage]] = []
+        link_ids = self._link_ids(conn)
         for row in rows:
             person = people.get(row.contact_id)
             try:
@@ -289,7 +298,7 @@ class Tick:
                 continue
             clock = entries.get(person.id, {}).get(LAUNCH_ENTRY) if launch.evergreen else None
             try:
-                message = composer.compose(email, person, launch.window(email.phase, clock), self.now)
+                message = composer.compose(email, person, launch.window(email.phase, clock), self.now, link_ids)
                 self.hook.before_send(message=message)
             except SkipMessage as exc:
                 settled.append(_outcome(row, outbox.SKIPPED, f"vetoed by a plugin: {exc}"))
@@ -299,6 +308,18 @@ class Tick:
                 continue
             ready.append((row, message))
         return settled, ready
+
+    def _link_ids(self, conn: Connection) -> Callable[[str, str, str, str | None], int]:
+        cache = self.link_cache
+
+        def link_id(launch_id: str, email_id: str, url: str, name: str | None) -> int:
+            key = (launch_id, email_id, url)
+            found = cache.get(key)
+            if found is None:
+                found = cache[key] = link_store.link_id(conn, launch_id, email_id, url, name)
+            return found
+
+        return link_id
 
     def _excluded(self, launch: Launch, email: Email, person: Any, facts: Facts) -> str | None:
         """Why this contact must not get this email now, or None."""

@@ -12,7 +12,7 @@ import pluggy
 if TYPE_CHECKING:
     import click
 
-    from launchkit.types import Event, OutgoingMessage, Provider, ProviderContext
+    from launchkit.types import Event, OutgoingMessage, Provider, ProviderContext, Webhook, WebhookContext
 
 hookspec = pluggy.HookspecMarker("launchkit")
 
@@ -27,6 +27,17 @@ def register_providers(register: Callable[[str, Callable[[ProviderContext], Prov
     :param register: call it once per provider with the name users put in
         ``[delivery] provider`` and a factory that takes a ``ProviderContext`` and returns
         a ``Provider``. The factory is called only when that provider is selected.
+    """
+
+
+@hookspec
+def register_webhooks(register: Callable[[str, Callable[[WebhookContext], Webhook]], None]) -> None:
+    """Register inbound webhook endpoints: ``register(name, factory)``.
+
+    :param register: call it once per endpoint. ``launchkit serve`` answers
+        ``POST /hooks/NAME`` when launchkit.toml has a ``[webhooks.NAME]`` table; the factory
+        takes a ``WebhookContext`` (that table's settings) and returns a ``Webhook`` whose
+        ``handle(request)`` verifies the request and returns normalized ``Event`` objects.
     """
 
 
@@ -68,11 +79,13 @@ def before_send(message: OutgoingMessage) -> None:
 
 
 @hookspec
-def on_event(event: Event) -> None:
+def on_event(event: Event, settings: dict[str, Any]) -> None:
     """React to an event after it is stored (a sale, an unsubscribe, a bounce…).
 
     Called once per new event; replayed webhooks do not call it again. An exception here is
     logged and does not undo the event.
 
     :param event: the stored event.
+    :param settings: the ``[plugins]`` table of launchkit.toml, ``${VAR}`` expanded: a
+        plugin reads its own ``[plugins.NAME]`` table from it.
     """

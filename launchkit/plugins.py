@@ -55,6 +55,9 @@ class Plugins:
     def providers(self) -> Registry:
         return collect(self, "register_providers")
 
+    def webhooks(self) -> Registry:
+        return collect(self, "register_webhooks")
+
     def call_each(self, hook_name: str, argument: Callable[[str], Any], argument_name: str = "register") -> list[str]:
         """Call a start-up hook one plugin at a time, so a failure names its plugin and
         spares the others. ``argument(plugin_name)`` makes the hook's single argument."""

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 from zoneinfo import ZoneInfo
 
 from launchkit import clock
@@ -21,7 +21,7 @@ from launchkit.location import find_project_dir
 from launchkit.plugins import Plugins, load_plugins
 from launchkit.spec import Launch, launch_files, load_launch
 from launchkit.store import Store
-from launchkit.types import Provider, ProviderContext
+from launchkit.types import Provider, ProviderContext, Webhook, WebhookContext
 
 @dataclass
 class Project:
@@ -72,7 +72,30 @@ class Project:
         return load_plugins(self.root)
 
     def secret(self) -> str:
+        """The secret new tokens are signed with."""
         return self.config.tracking.secret or self.store.secret()
+
+    def secrets(self) -> list[str]:
+        """Every secret a token may have been signed with: the current one, then older ones."""
+        return [self.secret(), *self.config.tracking.previous_secrets]
+
+    def plugin_settings(self) -> dict[str, Any]:
+        """The ``[plugins]`` table, ``${VAR}`` expanded, for ``on_event`` hooks."""
+        return {name: expanded(table, f"plugins.{name}", self.root) for name, table in self.config.plugins.items()}
+
+    def webhook(self, name: str) -> Webhook | None:
+        """The handler for ``POST /hooks/NAME``, or None when ``[webhooks.NAME]`` is absent."""
+        if name not in self.config.webhooks:
+            return None
+        try:
+            factory = self.plugins.webhooks().get(name, "webhook")
+        except LaunchkitError as exc:
+            raise ConfigError([config_problem(self.root, ("webhooks", name), str(exc))]) from None
+        settings = expanded(self.config.webhooks[name], f"webhooks.{name}", self.root)
+        try:
+            return factory(WebhookContext(name=name, settings=settings, project_dir=self.root))
+        except (ValueError, LaunchkitError) as exc:
+            raise ConfigError([config_problem(self.root, ("webhooks", name), str(exc))]) from None
 
     def provider(self, name: str | None = None) -> Provider:
         """The configured delivery provider (or ``name``), built by its plugin's factory."""

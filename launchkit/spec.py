@@ -72,6 +72,21 @@ class LaunchSpec(_Strict):
     timezone: fields.TimezoneName | None = None
     lang: str | None = None
     links: dict[str, fields.HttpUrl] = Field(default_factory=dict)
+    utm: dict[str, str] = Field(
+        default_factory=dict,
+        description="UTM parameters added to tracked links on their way out: source, medium, campaign, term, content.",
+    )
+    grace: fields.Duration = Field(
+        timedelta(days=7), description="How long after the last phase starts (or ends) a sale still counts for the launch."
+    )
+
+    @field_validator("utm")
+    @classmethod
+    def _utm_keys(cls, value: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(set(value) - {"source", "medium", "campaign", "term", "content"})
+        if unknown:
+            raise ValueError(f"expected keys among source, medium, campaign, term, content; found {', '.join(unknown)}")
+        return value
 
     @field_validator("currency")
     @classmethod
@@ -168,6 +183,15 @@ class Launch:
         if phase.index + 1 < len(self.phases):
             return start, self.phases[phase.index + 1].starts.resolve(self.tz, join=joined)
         return start, None
+
+
+    def sales_window(self, joined: datetime | None = None) -> tuple[datetime, datetime]:
+        """When a sale counts for this launch: from the first phase's start to the last
+        phase's end (or start, when it never ends) plus ``grace``; in evergreen mode on the
+        buyer's own clock."""
+        start = self.window(self.phases[0], joined)[0]
+        last_start, last_end = self.window(self.phases[-1], joined)
+        return start, (last_end or last_start) + self.spec.grace
 
 
 def launch_files(project_dir: Path) -> list[Path]:

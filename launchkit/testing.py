@@ -369,9 +369,10 @@ class PluginRegistrar:
 class WebhookPoster:
     """Posts a request to an ASGI app in this process, with httpx's ``ASGITransport``.
 
-    Generic on purpose: launchkit's webhook server (``launchkit serve``) is not there yet,
-    so it takes any ASGI app (Starlette, FastAPI…) and signs the way the service does with
-    ``sign``. ``hmac_signer`` covers the common HMAC-SHA256-of-the-body scheme.
+    It takes any ASGI app: launchkit's own server (``launchkit.server.create_app(project)``,
+    where a plugin's ``register_webhooks`` endpoints live at ``/hooks/NAME``) or any other.
+    ``sign`` signs the way the service does; ``hmac_signer`` covers the common
+    HMAC-SHA256-of-the-body scheme.
     """
 
     base_url = "http://testserver"
@@ -546,8 +547,7 @@ def webhook_poster() -> WebhookPoster:
 
     Returns the ``httpx.Response``. ``sign=launchkit.testing.hmac_signer(secret, "X-Signature")``
     (or any function of the raw body returning headers) signs the request as the service
-    would. launchkit's own webhook server (``launchkit serve``) does not exist yet: until it
-    does, this is for testing webhook receivers written as ASGI apps.
+    would. To test a webhook plugin end to end, post to ``launchkit.server.create_app(project)``.
     """
     return WebhookPoster()
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
-from typing import Any, ClassVar, Sequence
+from typing import Any, Callable, ClassVar, Mapping, Sequence
 
 
 @dataclass
@@ -85,14 +86,81 @@ class Provider:
 
 @dataclass(frozen=True)
 class Event:
-    """Something that happened to a contact, stored before ``on_event`` hooks see it."""
+    """Something that happened to a contact, stored before ``on_event`` hooks see it.
 
-    kind: str  #: delivered, bounced, complained, opened, clicked, unsubscribed, converted, refunded, subscribed
+    Webhook handlers return these; launchkit stores each once (keyed on ``source`` and
+    ``id``), applies its effect (a hard bounce suppresses the address, a purchase is
+    recorded and attributed) and then calls ``on_event``.
+    """
+
+    #: delivered, bounced (hard), soft_bounced, complained, opened, clicked, unsubscribed,
+    #: converted, refunded, subscribed, confirmed
+    kind: str
     email: str  #: the contact's address
-    occurred_at: Any  #: timezone-aware datetime
+    occurred_at: Any  #: timezone-aware datetime: the service's own time, not the arrival's
     launch: str | None = None
     email_id: str | None = None
     data: dict[str, Any] = field(default_factory=dict)
+    #: The service's own id for this event: the same id again is a replay and changes nothing.
+    id: str | None = None
+    #: Email events: the message id the provider returned at send time, to find the delivery.
+    provider_message_id: str | None = None
+    #: Purchases and refunds: the order (payment) id, shared by a purchase and its refund.
+    order_id: str | None = None
+    #: Purchases: every identifier of what was bought (product id, price id, permalink,
+    #: variant, a ``product`` metadata field); one must match a launch's ``product`` or
+    #: ``product_ids`` for the sale to count for that launch.
+    products: tuple[str, ...] = ()
+    amount: Decimal | None = None  #: purchases: the amount paid, in the currency's major unit
+    currency: str | None = None  #: ISO 4217, upper case
+    source: str = ""  #: set by launchkit: the webhook, import or command the event came from
+
+
+EVENT_KINDS = (
+    "delivered", "bounced", "soft_bounced", "complained", "opened", "clicked", "unsubscribed",
+    "converted", "refunded", "subscribed", "confirmed",
+)
+
+
+@dataclass(frozen=True)
+class WebhookRequest:
+    """An inbound ``POST /hooks/NAME``, as a webhook handler sees it."""
+
+    body: bytes  #: the raw body, exactly as received: signatures are computed over it
+    headers: Mapping[str, str]  #: header names in lower case
+    query: Mapping[str, str]  #: the URL's query parameters
+    received_at: Any  #: timezone-aware datetime (launchkit's clock, so tests can move it)
+    #: ``first_seen(nonce)`` is True the first time this endpoint is shown ``nonce`` and
+    #: False after: for services that sign a one-time token (Mailgun). launchkit backs it
+    #: with the database, in the same transaction as the events, so a rejected or failed
+    #: request does not burn the token.
+    first_seen: Callable[[str], bool] = field(default=lambda nonce: True, repr=False)
+
+
+@dataclass
+class WebhookContext:
+    """What a webhook factory is given to build its handler."""
+
+    name: str  #: the name it was registered under: the endpoint is ``POST /hooks/NAME``
+    settings: dict[str, Any]  #: the ``[webhooks.NAME]`` table, ``${VAR}`` already expanded
+    project_dir: Path
+
+
+class Webhook:
+    """A service's webhook endpoint. Subclass it, or provide the same method.
+
+    ``handle`` verifies the request (signature, timestamp) and returns the events it
+    carries. It raises ``WebhookRejected`` when the request is not authentic or not
+    understood: launchkit answers 400 and stores nothing. Everything else it returns is
+    stored once, so the service may retry or replay freely.
+    """
+
+    def handle(self, request: WebhookRequest) -> Sequence[Event]:
+        raise NotImplementedError
+
+
+class WebhookRejected(Exception):
+    """Raise from ``Webhook.handle``: the request is forged, too old or malformed (HTTP 400)."""
 
 
 class SkipMessage(Exception):

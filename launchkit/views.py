@@ -128,18 +128,24 @@ def print_contacts(console: Console, rows: Iterable[tuple[Contact, list[str]]], 
 
 
 def print_plugins(console: Console, plugins: Plugins) -> None:
-    providers = plugins.providers()
+    registries = {"provider": plugins.providers(), "webhook": plugins.webhooks()}
     table = Table("plugin", "source", "version", "hooks", "provides")
     for info in plugins.loaded:
-        provided = ", ".join(name for name, owner in providers.owners.items() if owner == info.name)
+        provided = ", ".join(
+            f"{name}" if kind == "provider" else f"/hooks/{name}"
+            for kind, registry in registries.items()
+            for name, owner in registry.owners.items()
+            if owner == info.name
+        )
         table.add_row(info.name, info.source, info.version or "", ", ".join(info.hooks), provided)
     console.print(table)
     for info in plugins.errors:
         console.print(f"[red]plugin {info.name!r} ({info.source}) not loaded:[/red] {info.error}", markup=True)
-    for name, owners in providers.conflicts.items():
-        console.print(f"[red]provider {name!r} is registered by {', '.join(owners)}:[/red] choosing it is an error until one is removed")
-    for message in providers.problems:
-        console.print(f"[red]{message}[/red]")
+    for kind, registry in registries.items():
+        for name, owners in registry.conflicts.items():
+            console.print(f"[red]{kind} {name!r} is registered by {', '.join(owners)}:[/red] choosing it is an error until one is removed")
+        for message in registry.problems:
+            console.print(f"[red]{message}[/red]")
 
 
 def print_outbox_counts(console: Console, counts: dict[tuple[str, str, str], int]) -> None:

@@ -14,7 +14,10 @@ from launchkit import hookspecs, types
 DOCS = (Path(__file__).parent.parent / "docs" / "plugins.md").read_text(encoding="utf-8")
 
 HOOKS = sorted(name for name, fn in vars(hookspecs).items() if inspect.isfunction(fn) and hasattr(fn, "launchkit_spec"))
-PUBLIC_TYPES = ["OutgoingMessage", "SendResult", "SendStatus", "ProviderContext", "Provider", "Event", "SkipMessage", "ProviderUnavailable"]
+PUBLIC_TYPES = [
+    "OutgoingMessage", "SendResult", "SendStatus", "ProviderContext", "Provider", "Event", "SkipMessage", "ProviderUnavailable",
+    "WebhookRequest", "WebhookContext", "Webhook", "WebhookRejected",
+]
 
 
 def section(title: str) -> str:

@@ -19,7 +19,7 @@ from launchkit.errors import LaunchkitError
 from launchkit.store.tables import counters, meta
 
 #: The Alembic revision this code expects; tests check it is the migrations' head.
-SCHEMA_REVISION = "0001"
+SCHEMA_REVISION = "0002"
 
 
 class Store:

@@ -12,6 +12,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from launchkit.conditions import Facts, Formula
 from launchkit.store import next_revision, upsert_insert
+from launchkit.store.erasure import suppressed
 from launchkit.store.tables import contact_tags, contacts, conversions, events
 
 SUBSCRIBED = "subscribed"
@@ -33,6 +34,9 @@ class Contact:
     status: str
     created_at: datetime
     revision: int = 0
+    #: Where and when they agreed to be written to; loaded by ``listing`` only (exports).
+    consent_source: str | None = None
+    consent_at: datetime | None = None
 
     def __getattr__(self, name: str) -> Any:
         # Only called for names that are not attributes: custom fields, None when absent.
@@ -64,6 +68,8 @@ class NewContact:
 class Upserted:
     created: int = 0
     updated: int = 0
+    #: Addresses left out because they were erased on request (``audience forget``).
+    suppressed: list[str] = field(default_factory=list)
 
 
 _COLUMNS = (
@@ -79,15 +85,25 @@ _COLUMNS = (
 
 
 def _contact(row: Any) -> Contact:
-    return Contact(row.id, row.email, row.first_name, row.last_name, row.fields or {}, row.status, row.created_at, row.revision)
+    consent = row._mapping
+    return Contact(
+        row.id, row.email, row.first_name, row.last_name, row.fields or {}, row.status, row.created_at, row.revision,
+        consent.get("consent_source"), consent.get("consent_at"),
+    )
 
 
 def upsert(conn: Connection, people: Sequence[NewContact], *, now: datetime, consent_source: str) -> Upserted:
     """Add new contacts and update known ones (names, fields, tags); never changes a status.
 
-    A contact who unsubscribed stays unsubscribed when a later import lists them again.
+    A contact who unsubscribed stays unsubscribed when a later import lists them again, and
+    an address erased with ``audience forget`` is left out (and listed in ``suppressed``):
+    every way a contact comes in passes here, so none can bring a forgotten person back.
     """
     counts = Upserted()
+    erased = suppressed(conn, [p.email for p in people])
+    if erased:
+        counts.suppressed = [p.email for p in people if p.email in erased]
+        people = [p for p in people if p.email not in erased]
     revision = next_revision(conn)
     for start in range(0, len(people), _CHUNK):
         chunk = people[start : start + _CHUNK]
@@ -327,7 +343,7 @@ def listing(conn: Connection, *, tag_name: str | None = None, status: str | None
     """Every contact (optionally with a tag or a status) with its tags, streamed by id."""
     last = 0
     while True:
-        query = select(*_COLUMNS).where(contacts.c.id > last).order_by(contacts.c.id).limit(batch)
+        query = select(*_COLUMNS, contacts.c.consent_source, contacts.c.consent_at).where(contacts.c.id > last).order_by(contacts.c.id).limit(batch)
         if tag_name:
             query = query.where(formula_clause(("tag", tag_name)))
         if status:

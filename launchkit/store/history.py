@@ -13,7 +13,39 @@ from sqlalchemy import Connection, select, update
 
 from launchkit.store import upsert_insert
 from launchkit.store.contacts import touch_by_email
-from launchkit.store.tables import contacts, conversions, events
+from launchkit.store.tables import contacts, conversions, events, outbox
+
+
+def contact_id(conn: Connection, email: str) -> int | None:
+    return conn.execute(select(contacts.c.id).where(contacts.c.email == email)).scalar()
+
+
+def delivery(conn: Connection, provider_message_id: str) -> Any:
+    """The outbox row (id, contact_id, launch_id, email_id) a provider's message id belongs to."""
+    return conn.execute(
+        select(outbox.c.id, outbox.c.contact_id, outbox.c.launch_id, outbox.c.email_id)
+        .where(outbox.c.provider_message_id == provider_message_id)
+        .limit(1)
+    ).first()
+
+
+def credited_email(conn: Connection, contact_id: int, launch_id: str, at: datetime) -> str | None:
+    """The launch email a purchase at ``at`` is credited to: the last clicked, else the last sent."""
+    clicked = conn.execute(
+        select(events.c.email_id)
+        .where(events.c.contact_id == contact_id, events.c.launch_id == launch_id, events.c.kind == "clicked", events.c.occurred_at <= at)
+        .order_by(events.c.occurred_at.desc())
+        .limit(1)
+    ).scalar()
+    if clicked:
+        return str(clicked)
+    sent = conn.execute(
+        select(outbox.c.email_id)
+        .where(outbox.c.contact_id == contact_id, outbox.c.launch_id == launch_id, outbox.c.status == "sent", outbox.c.sent_at <= at)
+        .order_by(outbox.c.sent_at.desc())
+        .limit(1)
+    ).scalar()
+    return str(sent) if sent else None
 
 
 def record_event(
@@ -31,12 +63,11 @@ def record_event(
     data: dict[str, Any] | None = None,
 ) -> bool:
     """Store an event; False if this source already sent this id (a replay)."""
-    contact_id = conn.execute(select(contacts.c.id).where(contacts.c.email == email)).scalar() if email else None
     result = conn.execute(
         upsert_insert(conn)(events)
         .values(
             kind=kind,
-            contact_id=contact_id,
+            contact_id=contact_id(conn, email) if email else None,
             launch_id=launch_id,
             email_id=email_id,
             outbox_id=outbox_id,
@@ -62,6 +93,8 @@ def record_conversion(
     source: str,
     external_id: str,
     now: datetime,
+    launch_id: str | None = None,
+    email_id: str | None = None,
 ) -> bool:
     """Store a purchase; False if already known. The buyer's plan is revisited next tick."""
     result = conn.execute(
@@ -76,6 +109,8 @@ def record_conversion(
             source=source,
             external_id=external_id,
             created_at=now,
+            launch_id=launch_id,
+            email_id=email_id,
         )
         .on_conflict_do_nothing(index_elements=["source", "external_id"])
     )

@@ -167,16 +167,23 @@ def claim(conn: Connection, now: datetime, *, limit: int, token: str, lease_unti
     return sorted((Claimed(*r) for r in rows), key=lambda r: r.id)
 
 
-def mark_sending(conn: Connection, token: str, ids: Sequence[int], lease_until: datetime) -> int:
-    """Rows about to be handed to the provider; from here a crash makes them in_doubt."""
-    written = 0
+def mark_sending(conn: Connection, token: str, ids: Sequence[int], lease_until: datetime) -> set[int]:
+    """Rows about to be handed to the provider; from here a crash makes them in_doubt.
+
+    Returns the ids marked: a row erased since it was claimed (``audience forget``) is not
+    among them, and must not be sent.
+    """
+    marked: set[int] = set()
     for start in range(0, len(ids), _CHUNK):
-        written += conn.execute(
-            update(outbox)
-            .where(outbox.c.id.in_(ids[start : start + _CHUNK]), outbox.c.claim_token == token)
-            .values(status=SENDING, lease_expires=lease_until)
-        ).rowcount
-    return written
+        marked.update(
+            conn.execute(
+                update(outbox)
+                .where(outbox.c.id.in_(ids[start : start + _CHUNK]), outbox.c.claim_token == token)
+                .values(status=SENDING, lease_expires=lease_until)
+                .returning(outbox.c.id)
+            ).scalars()
+        )
+    return marked
 
 
 def unmark_sending(conn: Connection, token: str, ids: Sequence[int]) -> int:

@@ -126,6 +126,7 @@ outbox = Table(
     Index("ix_outbox_due", "status", "next_attempt_at"),
     Index("ix_outbox_contact", "contact_id"),
     Index("ix_outbox_sent", "sent_at"),  # today's sends, for the daily cap
+    Index("ix_outbox_provider_message", "provider_message_id"),  # provider webhooks find the delivery
 )
 
 events = Table(
@@ -161,7 +162,53 @@ conversions = Table(
     Column("source", String(50), nullable=False),
     Column("external_id", String(200), nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
+    # The launch and email the sale is attributed to, decided once when it is recorded.
+    Column("launch_id", String(100)),
+    Column("email_id", String(100)),
     UniqueConstraint("source", "external_id", name="uq_conversions_external"),
     Index("ix_conversions_email", "email"),
     Index("ix_conversions_product", "product", "occurred_at"),
+    Index("ix_conversions_launch", "launch_id", "occurred_at"),
+)
+
+# Links in sent emails: a click token names a row here, never a URL, so it cannot be
+# edited into a redirect to somewhere else.
+links = Table(
+    "links",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("launch_id", String(100), nullable=False),
+    Column("email_id", String(100), nullable=False),
+    Column("url", Text, nullable=False),
+    Column("name", String(100)),  # the [launch.links] name, for clicked_link()
+    UniqueConstraint("launch_id", "email_id", "url", name="uq_links_email_url"),
+)
+
+# People erased with `audience forget`: only a hash of the address, so no import or
+# signup can bring them back.
+suppressions = Table(
+    "suppressions",
+    metadata,
+    Column("email_hash", String(64), primary_key=True),
+    Column("reason", Text, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+# Fixed-window counters shared by every server process (signup limits per address and IP).
+rate_limits = Table(
+    "rate_limits",
+    metadata,
+    Column("key", String(100), primary_key=True),
+    Column("window_start", UTCDateTime, nullable=False),
+    Column("count", Integer, nullable=False),
+)
+
+# One-time tokens webhook services sign (Mailgun): a token seen before is a replay.
+nonces = Table(
+    "nonces",
+    metadata,
+    Column("source", String(50), primary_key=True),
+    Column("nonce", String(200), primary_key=True),
+    Column("seen_at", UTCDateTime, nullable=False),
+    Index("ix_nonces_seen", "seen_at"),
 )

@@ -1,0 +1,104 @@
+"""Many small writes from concurrent requests, committed together on one thread.
+
+The tracking server writes a row for almost every request (an open, a click). One
+transaction each would make the commit, not the work, the limit, and on SQLite every
+request would queue for the write lock. Here each request hands its write to one thread,
+which runs whatever has queued up in a single transaction and answers every request once
+that transaction is committed: a response is never sent for a write that is not durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+from contextlib import AbstractContextManager
+from typing import Any, Callable, TypeVar
+
+from sqlalchemy import Connection
+
+log = logging.getLogger("launchkit")
+
+T = TypeVar("T")
+Work = Callable[[Connection], Any]
+_Item = tuple[Work, asyncio.AbstractEventLoop, "asyncio.Future[Any]"]
+
+
+class GroupCommit:
+    def __init__(self, begin: Callable[[], AbstractContextManager[Connection]], *, max_batch: int = 500):
+        self._begin = begin
+        self._max_batch = max_batch
+        self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    async def run(self, work: Callable[[Connection], T]) -> T:
+        """Run ``work(conn)`` in a transaction shared with other requests; its result once committed."""
+        self._start()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._queue.put((work, loop, future))
+        return await future
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
+
+    def _start(self) -> None:
+        if self._thread is None:
+            with self._lock:
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._loop, name="launchkit-writes", daemon=True)
+                    self._thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            batch = [item]
+            while len(batch) < self._max_batch:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    self._queue.put(None)  # finish this batch, then stop
+                    break
+                batch.append(more)
+            self._commit(batch)
+
+    def _commit(self, batch: list[_Item]) -> None:
+        try:
+            with self._begin() as conn:
+                results = [work(conn) for work, _, _ in batch]
+        except Exception as exc:
+            if len(batch) == 1:
+                _settle(batch[0], error=exc)
+                return
+            # One failing write must not fail the others: each again, on its own.
+            for item in batch:
+                self._commit([item])
+            return
+        for item, result in zip(batch, results):
+            _settle(item, result=result)
+
+
+def _settle(item: _Item, *, result: Any = None, error: BaseException | None = None) -> None:
+    _, loop, future = item
+
+    def resolve() -> None:
+        if future.cancelled():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+
+    try:
+        loop.call_soon_threadsafe(resolve)
+    except RuntimeError:  # the request's loop is gone (server shutting down)
+        log.debug("a write finished after its event loop closed")
