@@ -33,7 +33,43 @@ permanently, before the request (``HttpProvider.refused``).
 ``Tag`` is the email id and ``Metadata`` carries ``launch``, ``email`` and ``key`` (with any
 metadata a plugin added), so Postmark's webhooks map back to the outbox row.
 
-Importing this module is cheap: ``launchkit.http`` loads httpx only when a provider is built.
+**Webhook** (``POST /hooks/postmark``): Postmark's webhooks. Settings (``[webhooks.postmark]``)::
+
+    username = "launchkit"                      # required: the user name of the webhook URL
+    password = "${POSTMARK_WEBHOOK_PASSWORD}"   # required: its password (a long random string)
+
+Postmark signs nothing: no signature, no timestamp. What authenticates a request is HTTP Basic
+authentication, which Postmark sends when the credentials are part of the webhook URL: in
+Postmark, on the message stream launches use (Webhooks → Add webhook), set the URL to
+``https://USERNAME:PASSWORD@BASE/hooks/postmark`` and tick Delivery, Bounce, Spam Complaint,
+Open, Link Click and Subscription Change. The ``Authorization`` header is compared with the
+settings in constant time; a request without it, or with others, is refused. Use HTTPS: the
+password crosses the network in every request. Without a signed time nothing stops a captured
+request from being sent again, but it changes nothing: every event has a stable id.
+
+One record a request, by ``RecordType``: ``Delivery`` → ``delivered``; ``SpamComplaint`` →
+``complained``; ``Open`` → ``opened``; ``Click`` → ``clicked`` (``data["url"]`` is
+``OriginalLink``); ``Bounce`` by its ``Type`` (``TypeCode`` when it has none):
+``HardBounce``, ``BadEmailAddress`` and ``ManuallyDeactivated`` → ``bounced``, like any bounce
+after which Postmark deactivated the address (``Inactive``); the temporary ones
+(``Transient``, ``SoftBounce``, ``DnsError``, ``SpamNotification``, ``Blocked``,
+``DMARCPolicy``, ``Unconfirmed``, ``Unknown``…) → ``soft_bounced``; a ``SpamComplaint`` type →
+``complained`` and ``Unsubscribe`` (a removal request sent back to the message) →
+``unsubscribed``; auto-replies, challenges, ``Subscribe`` and Postmark's own errors are
+ignored. ``SubscriptionChange`` with ``SuppressSending: true`` goes by its
+``SuppressionReason``: ``HardBounce`` → ``bounced``, ``SpamComplaint`` → ``complained``,
+``ManualSuppression`` (the recipient's unsubscribe, or a suppression made in Postmark) →
+``unsubscribed``; a reactivation is ignored. (Postmark has documented Broadcast streams as
+reporting bounces through Subscription Change only: that is why it carries them too.)
+
+Bounces and complaints carry Postmark's ``ID``: the event id is ``RecordType:ID``; the other
+records have none, so theirs is the record type, the ``MessageID`` (or the recipient) and
+the record's own time (and, for a click, a digest of the link). ``MessageID`` is the
+``provider_message_id``; ``launch`` and ``email`` come from ``Metadata`` (``Tag`` for the
+email id when there is none).
+
+Importing this module is cheap: ``launchkit.http`` loads httpx only when a provider is built,
+and the webhook's code (``_postmark_webhook.py``) loads only when the webhook is built.
 """
 
 from __future__ import annotations
@@ -44,7 +80,14 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from launchkit import hookimpl
 from launchkit.http import HttpProvider, results_for
-from launchkit.types import OutgoingMessage, ProviderContext, SendResult, SendStatus
+from launchkit.types import (
+    OutgoingMessage,
+    ProviderContext,
+    SendResult,
+    SendStatus,
+    Webhook,
+    WebhookContext,
+)
 
 if TYPE_CHECKING:
     import httpx
@@ -205,6 +248,19 @@ def _error_code(response: httpx.Response) -> int | None:
     return code if isinstance(code, int) else None
 
 
+def make_webhook(context: WebhookContext) -> Webhook:
+    """The factory ``register_webhooks`` registers; the handler's code loads only when a
+    project configures ``[webhooks.postmark]``."""
+    from ._postmark_webhook import make_webhook as build
+
+    return build(context)
+
+
 @hookimpl
 def register_providers(register):  # type: ignore[no-untyped-def]
     register(NAME, PostmarkProvider)
+
+
+@hookimpl
+def register_webhooks(register):  # type: ignore[no-untyped-def]
+    register(NAME, make_webhook)

@@ -49,7 +49,36 @@ default mode ``concurrency`` requests are in flight at once (``HttpProvider.send
 A missing key (401) or a wrong one (403 ``invalid_api_key``) before Resend has taken any
 message of the tick stops the tick with Resend's words; the messages stay scheduled.
 
-Importing this module is cheap: ``launchkit.http`` loads httpx only when a provider is built.
+**Webhook** (``POST /hooks/resend``): Resend's webhooks, signed the Svix way. Settings
+(``[webhooks.resend]``)::
+
+    signing_secret = "${RESEND_WEBHOOK_SECRET}"   # required: the webhook's signing secret, whsec_…
+    # tolerance = 300                             # optional: seconds a signature stays valid
+
+In Resend (Webhooks → Add Webhook) give the endpoint ``https://BASE/hooks/resend`` with the
+events ``email.delivered``, ``email.delivery_delayed``, ``email.bounced``,
+``email.complained``, ``email.opened`` and ``email.clicked``, and copy its signing secret.
+Each request has three headers (``webhook-`` instead of ``svix-`` is taken too): ``svix-id``,
+the message id; ``svix-timestamp``, unix seconds; ``svix-signature``, a space-separated list of
+``v1,BASE64`` entries (several while a secret is rolled). The key is the base64-decoded part
+of the secret after ``whsec_``; the signature is the base64 HMAC-SHA256 of the id, a dot, the
+timestamp, a dot and the raw body. A request is accepted when one ``v1`` entry matches
+(compared in constant time) and the timestamp is within ``tolerance`` seconds of the arrival,
+before or after.
+
+``type``: ``email.delivered`` → ``delivered``; ``email.bounced`` → ``bounced`` (Resend sends it
+for permanent rejections), or ``soft_bounced`` when ``data.bounce.type`` says ``Transient`` or
+``Undetermined``; ``email.delivery_delayed`` → ``soft_bounced``; ``email.complained`` →
+``complained``; ``email.opened`` → ``opened``; ``email.clicked`` → ``clicked``
+(``data["url"]`` is ``data.click.link``). ``email.sent``, ``email.failed``,
+``email.suppressed``, contact and domain events are ignored. The event id is ``svix-id``
+(the same on Resend's retries); the time is the payload's ``created_at``. ``data.email_id`` is
+the id ``/emails`` answered, which this provider stored; ``data.to`` holds the one recipient;
+``launch`` and ``email`` come back from the tags, as sent (so with ``_`` for the characters
+tags cannot carry).
+
+Importing this module is cheap: ``launchkit.http`` loads httpx only when a provider is built,
+and the webhook's code (``_resend_webhook.py``) loads only when the webhook is built.
 """
 
 from __future__ import annotations
@@ -63,7 +92,15 @@ from typing import TYPE_CHECKING, Any, Sequence
 from launchkit import hookimpl
 from launchkit.errors import LaunchkitError
 from launchkit.http import HttpProvider, retry_after
-from launchkit.types import OutgoingMessage, Provider, ProviderContext, SendResult, SendStatus
+from launchkit.types import (
+    OutgoingMessage,
+    Provider,
+    ProviderContext,
+    SendResult,
+    SendStatus,
+    Webhook,
+    WebhookContext,
+)
 
 if TYPE_CHECKING:
     import httpx
@@ -267,6 +304,19 @@ def _factory(context: ProviderContext) -> Provider:
     return (ResendBatchProvider if batches else ResendProvider)(context)
 
 
+def make_webhook(context: WebhookContext) -> Webhook:
+    """The factory ``register_webhooks`` registers; the handler's code loads only when a
+    project configures ``[webhooks.resend]``."""
+    from ._resend_webhook import make_webhook as build
+
+    return build(context)
+
+
 @hookimpl
 def register_providers(register):  # type: ignore[no-untyped-def]
     register("resend", _factory)
+
+
+@hookimpl
+def register_webhooks(register):  # type: ignore[no-untyped-def]
+    register("resend", make_webhook)

@@ -31,7 +31,38 @@ doubt (SendGrid has no idempotency key). ``personalizations[0].custom_args`` car
 a recipient's name: they are replaced by spaces. A line break in a name, the subject, the
 reply-to or a header fails that message permanently before any request (``HttpProvider.refused``).
 
-Importing this module is cheap: ``launchkit.http`` loads httpx only when a provider is built.
+**Webhook** (``POST /hooks/sendgrid``): SendGrid's Event Webhook, signed. Settings
+(``[webhooks.sendgrid]``)::
+
+    public_key = "${SENDGRID_WEBHOOK_PUBLIC_KEY}"  # required: the Signed Event Webhook's verification key
+    # tolerance = 300                              # optional: seconds a signature stays valid
+
+Turn on "Signed Event Webhook Requests" in SendGrid's Event Webhook settings, with the URL
+``https://BASE/hooks/sendgrid``, and copy the verification key it shows: the base64 of a DER
+P-256 public key (a PEM block is taken too). SendGrid signs each request with ECDSA over
+SHA-256: the signature (base64, DER) is in ``X-Twilio-Email-Event-Webhook-Signature``, and the
+signed bytes are the ``X-Twilio-Email-Event-Webhook-Timestamp`` header (unix seconds, as
+sent) followed by the raw body. A request is accepted when the signature verifies and that
+timestamp is within ``tolerance`` seconds of its arrival, before or after: the signed time
+is what keeps a captured request from being replayed later.
+
+The body is a JSON array of events. ``delivered`` → ``delivered``; ``bounce`` → ``bounced``,
+except ``type: blocked`` (a receiving server refusing for now) → ``soft_bounced``;
+``deferred`` → ``soft_bounced``; ``dropped`` because the address is on a SendGrid suppression
+list → ``bounced`` ("Bounced Address", "Invalid"), ``complained`` ("Spam Reporting Address") or
+``unsubscribed`` ("Unsubscribed Address"), other drops are ignored; ``spamreport`` →
+``complained``; ``open`` → ``opened``; ``click`` → ``clicked`` (``data["url"]``);
+``unsubscribe`` and ``group_unsubscribe`` → ``unsubscribed``. ``processed``,
+``group_resubscribe`` and anything newer are ignored. The event id is ``sg_event_id``; the
+time is the event's ``timestamp``. ``sg_message_id`` is the ``X-Message-Id`` this provider
+stored, a dot and SendGrid's per-recipient suffix: the part before the first dot is the
+``provider_message_id`` (SendGrid leaves it out of some late bounces). The custom args come
+back as top-level keys: ``launch`` is the launch; the email id is read from ``key``
+(launch/email/contact), or else the category, because the ``email`` custom arg shares its name
+with SendGrid's own ``email`` field, the recipient, which is what the event holds there.
+
+Importing this module is cheap: ``launchkit.http`` loads httpx only when a provider is built,
+and ``cryptography`` loads only when the webhook is built.
 """
 
 from __future__ import annotations
@@ -41,7 +72,13 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from launchkit import hookimpl
 from launchkit.http import HttpProvider
-from launchkit.types import OutgoingMessage, SendResult, SendStatus
+from launchkit.types import (
+    OutgoingMessage,
+    SendResult,
+    SendStatus,
+    Webhook,
+    WebhookContext,
+)
 
 if TYPE_CHECKING:
     import httpx
@@ -134,6 +171,19 @@ class SendGridProvider(HttpProvider):
         return text[:300] if text else super().error_text(response)
 
 
+def make_webhook(context: WebhookContext) -> Webhook:
+    """The factory ``register_webhooks`` registers; the handler's code (and cryptography)
+    loads only when a project configures ``[webhooks.sendgrid]``."""
+    from ._sendgrid_webhook import make_webhook as build
+
+    return build(context)
+
+
 @hookimpl
 def register_providers(register):  # type: ignore[no-untyped-def]
     register(NAME, SendGridProvider)
+
+
+@hookimpl
+def register_webhooks(register):  # type: ignore[no-untyped-def]
+    register(NAME, make_webhook)
