@@ -35,6 +35,12 @@ demo: install
 	@echo "  $(LAUNCHKIT) plan"
 	@echo "  $(LAUNCHKIT) preview academy-spring doors-open --contact camille.roux@example.com"
 
+# The PostgreSQL tests (and benchmark smoke run) use the server LAUNCHKIT_TEST_POSTGRES names;
+# when it is not set, the role and database .ci/run creates on this machine's cluster, if they
+# answer. Without a server those tests are skipped, saying how to enable them (under CI=true
+# they fail instead). The restart test also needs LAUNCHKIT_TEST_POSTGRES_RESTART (.ci/run).
+test bench-smoke: export LAUNCHKIT_TEST_POSTGRES ?= $(shell $(BIN)/python -m tests.backends 2>/dev/null)
+
 test: install
 	$(BIN)/python -m pytest
 	$(BIN)/python -m pytest examples/launchkit-example-provider/tests
@@ -45,4 +51,7 @@ test: install
 bench-smoke: install
 	$(BIN)/python -m benchmarks tick --sizes 10000 --memory-sizes '' --idle-ticks 3 > /dev/null
 	$(BIN)/python -m benchmarks.send --messages 2000 > /dev/null
+	@if [ -n "$$LAUNCHKIT_TEST_POSTGRES" ]; then \
+		$(BIN)/python -m benchmarks.workers --messages 2000 --workers 2 > /dev/null; \
+	else echo "benchmarks: workers (PostgreSQL) skipped: no LAUNCHKIT_TEST_POSTGRES"; fi
 	@echo "benchmarks: smoke run passed"

@@ -1,13 +1,22 @@
-"""Shared fixtures: a real project on disk made by `launchkit init`, and the CLI to drive it."""
+"""Shared fixtures: a real project on disk made by `launchkit init`, and the CLI to drive it.
+
+Backends. A module marked ``pytestmark = pytest.mark.every_backend`` runs each of its tests
+that uses a project (``project_dir``, or ``database`` directly) twice: on SQLite and on
+PostgreSQL. The PostgreSQL server is the one ``LAUNCHKIT_TEST_POSTGRES`` names (a role
+that may create databases; ``.ci/run`` sets one up); without it those tests are skipped
+with a message saying so, and under CI they fail instead. Each project gets a database of
+its own, created from a migrated template (``CREATE DATABASE … TEMPLATE``) and dropped
+after the test.
+"""
 
 from __future__ import annotations
 
 import csv
 import email
 import email.policy
-from datetime import date
+import os
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import pytest
 from click.testing import CliRunner, Result
@@ -15,15 +24,60 @@ from click.testing import CliRunner, Result
 from launchkit import audience
 from launchkit.cli import cli
 from launchkit.project import Project
-from launchkit.scaffold import init_project
+from tests.backends import Database, PostgresServer, postgres_unavailable
 
-# init_project(…, 2030-01-01) dates the example launch: waitlist 2030-01-02 09:00,
-# open cart 2030-01-09 09:00 → 2030-01-13 23:59, close 2030-01-14 08:00.
-EXAMPLE_LAUNCH_DAY = date(2030, 1, 1)
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "every_backend: run this module's project tests on SQLite and on PostgreSQL")
+    config.addinivalue_line("markers", "sqlite_only: a test of SQLite's own behaviour (the tick file lock), not run on PostgreSQL")
+    config.addinivalue_line("markers", "postgresql: runs against the PostgreSQL server named by LAUNCHKIT_TEST_POSTGRES")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    definition = metafunc.definition
+    if "database" in metafunc.fixturenames and definition.get_closest_marker("every_backend") and not definition.get_closest_marker("sqlite_only"):
+        metafunc.parametrize("database", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgresql)], indirect=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """The PostgreSQL server of LAUNCHKIT_TEST_POSTGRES; skipped without it (a failure under CI)."""
+    problem = postgres_unavailable()
+    if problem:
+        if os.environ.get("CI", "").lower() not in ("", "0", "false", "no"):
+            pytest.fail(f"CI must run the PostgreSQL tests: {problem}", pytrace=False)
+        pytest.skip(problem)
+    server = PostgresServer.from_environment()
+    try:
+        yield server
+    finally:
+        server.close()
 
 
 @pytest.fixture
-def project_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def database(request: pytest.FixtureRequest) -> Iterator[Database]:
+    """The backend of this test's projects: SQLite, or (in an ``every_backend`` module's
+    second run) a fresh PostgreSQL database per project."""
+    backend = getattr(request, "param", "sqlite")
+    found = Database(backend, request.getfixturevalue("postgres_server") if backend == "postgresql" else None)
+    try:
+        yield found
+    finally:
+        found.drop()
+
+
+@pytest.fixture
+def postgres(postgres_server: PostgresServer) -> Iterator[Database]:
+    """PostgreSQL only, for the tests of PostgreSQL's own behaviour (tests/test_postgres*.py)."""
+    found = Database("postgresql", postgres_server)
+    try:
+        yield found
+    finally:
+        found.drop()
+
+
+@pytest.fixture
+def project_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, database: Database) -> Path:
     """A fresh project from `launchkit init` (the example launch dated from 2030-01-01).
 
     The environment variables that change what a command does are cleared, so a developer's
@@ -31,9 +85,7 @@ def project_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """
     for name in ("LAUNCHKIT_NOW", "LAUNCHKIT_PROJECT", "LAUNCHKIT_LOAD_PLUGINS", "LAUNCHKIT_SECRET"):
         monkeypatch.delenv(name, raising=False)
-    folder = tmp_path / "p"
-    init_project(folder, EXAMPLE_LAUNCH_DAY)
-    return folder
+    return database.project(tmp_path / "p")
 
 
 @pytest.fixture

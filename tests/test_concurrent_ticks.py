@@ -1,4 +1,4 @@
-"""Overlapping `launchkit run` processes never send an email twice."""
+"""Overlapping `launchkit run` processes never send an email twice (on SQLite and on PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -6,18 +6,20 @@ import email
 import subprocess
 import sys
 from collections import Counter
-from datetime import date
 from email import policy
 from pathlib import Path
 
+import pytest
+
 from launchkit import audience
 from launchkit.project import Project
-from launchkit.scaffold import init_project
+from tests.backends import Database
+
+pytestmark = pytest.mark.every_backend
 
 
-def test_four_runs_started_at_once_send_each_due_email_exactly_once(tmp_path: Path) -> None:
-    root = tmp_path / "project"
-    init_project(root, date(2030, 1, 1))  # waitlist starts 2030-01-02 09:00
+def test_four_runs_started_at_once_send_each_due_email_exactly_once(tmp_path: Path, database: Database) -> None:
+    root = database.project(tmp_path / "project")  # waitlist starts 2030-01-02 09:00
     people = [f"person{i}@example.com" for i in range(300)]
     for address in people:
         audience.add(Project.open(root, now="2029-12-20 10:00"), address, tags=["newsletter", "waitlist"])

@@ -1,4 +1,7 @@
-"""Delivery around the provider: pacing, the daily cap, the outbox command, send-test, the scheduler."""
+"""Delivery around the provider: pacing, the daily cap, the outbox command, send-test, the scheduler.
+
+Each test with a project runs on SQLite and on PostgreSQL (tests/conftest.py).
+"""
 
 from __future__ import annotations
 
@@ -9,9 +12,9 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import date
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from launchkit import audience
@@ -19,18 +22,19 @@ from launchkit.cli import cli
 from launchkit.project import Project
 from launchkit.runner import tick
 from launchkit.scheduler import run_forever
-from launchkit.scaffold import init_project
 from launchkit.store import outbox
 from launchkit.testing import RecordingProvider
 from launchkit.throttle import Throttle
 from launchkit.types import SendResult, SendStatus
+from tests.backends import Database
+
+pytestmark = pytest.mark.every_backend
 
 WAITLIST_OPENS = "2030-01-02 09:05"
 
 
-def make_project(tmp_path: Path, contacts: int = 5, settings: str = "") -> Path:
-    root = tmp_path / "project"
-    init_project(root, date(2030, 1, 1))
+def make_project(database: Database, tmp_path: Path, contacts: int = 5, settings: str = "") -> Path:
+    root = database.project(tmp_path / "project")
     config = root / "launchkit.toml"
     text = config.read_text()
     config.write_text(text.replace('rate = "50/s"', settings) if settings else text.replace('rate = "50/s"', ""))
@@ -54,8 +58,8 @@ def test_the_throttle_never_lets_more_than_the_rate_through_in_any_second() -> N
         assert in_window <= 200
 
 
-def test_the_daily_cap_stops_sending_and_the_next_day_goes_on(tmp_path: Path) -> None:
-    root = make_project(tmp_path, contacts=5, settings="daily_cap = 3")
+def test_the_daily_cap_stops_sending_and_the_next_day_goes_on(tmp_path: Path, database: Database) -> None:
+    root = make_project(database, tmp_path, contacts=5, settings="daily_cap = 3")
     config = root / "launchkit.toml"
     config.write_text(config.read_text().replace('late_by = "6h"', 'late_by = "2d"'))  # tomorrow is not too late
     provider = RecordingProvider()
@@ -69,8 +73,8 @@ def test_the_daily_cap_stops_sending_and_the_next_day_goes_on(tmp_path: Path) ->
     assert len(provider.sent) == 5
 
 
-def test_a_stop_request_finishes_the_chunk_in_flight_and_keeps_the_rest_scheduled(tmp_path: Path) -> None:
-    root = make_project(tmp_path, contacts=250)
+def test_a_stop_request_finishes_the_chunk_in_flight_and_keeps_the_rest_scheduled(tmp_path: Path, database: Database) -> None:
+    root = make_project(database, tmp_path, contacts=250)
 
     class Provider(RecordingProvider):
         max_batch = 100  # type: ignore[misc]
@@ -85,8 +89,8 @@ def test_a_stop_request_finishes_the_chunk_in_flight_and_keeps_the_rest_schedule
     assert ("example-launch", "welcome", "claimed") not in counts
 
 
-def test_outbox_lists_failures_with_reasons_and_retry_resends_in_doubt_rows(tmp_path: Path) -> None:
-    root = make_project(tmp_path, contacts=3)
+def test_outbox_lists_failures_with_reasons_and_retry_resends_in_doubt_rows(tmp_path: Path, database: Database) -> None:
+    root = make_project(database, tmp_path, contacts=3)
 
     def answer(message):  # type: ignore[no-untyped-def]
         if message.to == "p0@example.com":
@@ -114,8 +118,8 @@ def test_outbox_lists_failures_with_reasons_and_retry_resends_in_doubt_rows(tmp_
     assert [m.to for m in again.sent] == ["p1@example.com"]
 
 
-def test_send_test_sends_one_marked_message_outside_the_outbox(tmp_path: Path) -> None:
-    root = make_project(tmp_path, contacts=1)
+def test_send_test_sends_one_marked_message_outside_the_outbox(tmp_path: Path, database: Database) -> None:
+    root = make_project(database, tmp_path, contacts=1)
     result = CliRunner().invoke(cli, ["--project", str(root), "send-test", "example-launch", "doors-open", "--to", "me@example.com"])
     assert result.exit_code == 0, result.output
     assert result.output.startswith("accepted")
@@ -153,8 +157,8 @@ def register_providers(register):
 '''
 
 
-def test_the_scheduler_stops_within_a_second_of_sigterm_and_loses_nothing(tmp_path: Path) -> None:
-    root = make_project(tmp_path, contacts=400, settings="")
+def test_the_scheduler_stops_within_a_second_of_sigterm_and_loses_nothing(tmp_path: Path, database: Database) -> None:
+    root = make_project(database, tmp_path, contacts=400, settings="")
     config = root / "launchkit.toml"
     config.write_text(config.read_text().replace('provider = "maildir"', 'provider = "slow"'))
     (root / "plugins" / "slow.py").write_text(SLOW_PROVIDER)

@@ -1,7 +1,8 @@
 """Faults, counted at the receiving server: nothing is ever delivered twice or silently lost.
 
 The server is a local Postmark (tests/fakes/postmark.py); the workers are real `launchkit`
-processes where the fault is a process dying.
+processes where the fault is a process dying. Each test runs on SQLite and on PostgreSQL
+(tests/conftest.py); tests/test_postgres_workers.py has the many-worker faults of PostgreSQL.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Iterator
 
@@ -23,10 +24,12 @@ import pytest
 from launchkit import audience
 from launchkit.project import Project
 from launchkit.runner import tick
-from launchkit.scaffold import init_project
 from launchkit.store.tables import outbox as outbox_table
+from tests.backends import Database
 from tests.fakes.postmark import FakePostmark
 from tests.fakes.server import serve
+
+pytestmark = pytest.mark.every_backend
 
 TOKEN = "fault-token"
 WAITLIST_OPENS = datetime(2030, 1, 2, 9, 5)
@@ -39,9 +42,8 @@ def postmark() -> Iterator[tuple[FakePostmark, str]]:
         yield fake, url
 
 
-def make_project(tmp_path: Path, url: str, contacts: int, *, rate: str | None = None) -> Path:
-    root = tmp_path / "project"
-    init_project(root, date(2030, 1, 1))
+def make_project(database: Database, tmp_path: Path, url: str, contacts: int, *, rate: str | None = None) -> Path:
+    root = database.project(tmp_path / "project")
     config = root / "launchkit.toml"
     text = config.read_text().replace('provider = "maildir"', 'provider = "postmark"')
     text = text.replace('rate = "50/s"', f'rate = "{rate}"' if rate else "")
@@ -70,10 +72,10 @@ def rows_by_status(root: Path) -> dict[str, set[str]]:
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_every_message_is_delivered_exactly_once_when_a_fifth_of_calls_fail(tmp_path: Path, seed: int) -> None:
+def test_every_message_is_delivered_exactly_once_when_a_fifth_of_calls_fail(tmp_path: Path, database: Database, seed: int) -> None:
     fake = FakePostmark(token=TOKEN, fault_rate=0.2, fault_kinds=("429", "500", "503"), retry_after=1, seed=seed)
     with serve(fake.app) as url:
-        root = make_project(tmp_path, url, 1200, rate="1000/s")  # chunks of 100: a dozen calls at least
+        root = make_project(database, tmp_path, url, 1200, rate="1000/s")  # chunks of 100: a dozen calls at least
         moment = WAITLIST_OPENS
         for _ in range(40):
             tick(Project.open(root, now=moment.isoformat(sep=" ")))
@@ -87,9 +89,9 @@ def test_every_message_is_delivered_exactly_once_when_a_fifth_of_calls_fail(tmp_
     assert len(failed_calls) >= 2  # faults really happened, and were retried
 
 
-def test_a_connection_cut_mid_batch_leaves_that_batch_in_doubt_and_never_sends_it_twice(tmp_path: Path, postmark) -> None:
+def test_a_connection_cut_mid_batch_leaves_that_batch_in_doubt_and_never_sends_it_twice(tmp_path: Path, database: Database, postmark) -> None:
     fake, url = postmark
-    root = make_project(tmp_path, url, 1200)  # three requests: 500, 500, 200
+    root = make_project(database, tmp_path, url, 1200)  # three requests: 500, 500, 200
     fake.fail_next("drop", 1)  # the server takes the first batch, then cuts the connection
     tick(Project.open(root, now="2030-01-02 09:05"))
     tick(Project.open(root, now="2030-01-02 09:30"))
@@ -105,10 +107,10 @@ def launchkit(root: Path, *args: str, now: str = "2030-01-02 09:05") -> list[str
     return [sys.executable, "-m", "launchkit", "--project", str(root), *args]
 
 
-def test_killing_the_worker_twenty_times_mid_send_never_duplicates_or_loses_a_message(tmp_path: Path, postmark) -> None:
+def test_killing_the_worker_twenty_times_mid_send_never_duplicates_or_loses_a_message(tmp_path: Path, database: Database, postmark) -> None:
     fake, url = postmark
     fake.latency = 0.25  # ten requests of 500 take a few seconds: most kills land mid-send
-    root = make_project(tmp_path, url, 5000)
+    root = make_project(database, tmp_path, url, 5000)
     tick(Project.open(root, now="2030-01-02 08:00"))  # planned ahead, as cron would have done
     env = {**os.environ, "LAUNCHKIT_NOW": "2030-01-02 09:05"}
     chance = random.Random(20300102)
@@ -138,10 +140,10 @@ def test_killing_the_worker_twenty_times_mid_send_never_duplicates_or_loses_a_me
     assert set(keys) <= statuses["sent"] | statuses.get("in_doubt", set())  # what arrived is known or flagged
 
 
-def test_two_schedulers_and_a_cron_run_on_one_project_send_each_message_once(tmp_path: Path, postmark) -> None:
+def test_two_schedulers_and_a_cron_run_on_one_project_send_each_message_once(tmp_path: Path, database: Database, postmark) -> None:
     fake, url = postmark
     fake.latency = 0.02
-    root = make_project(tmp_path, url, 2000)
+    root = make_project(database, tmp_path, url, 2000)
     env = {**os.environ, "LAUNCHKIT_NOW": "2030-01-02 09:05"}
     workers = [subprocess.Popen(launchkit(root, "scheduler", "--every", "1"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for _ in range(2)]
     cron = subprocess.run(launchkit(root, "run", "--quiet"), env=env, capture_output=True, text=True, timeout=300)
@@ -159,9 +161,9 @@ def test_two_schedulers_and_a_cron_run_on_one_project_send_each_message_once(tmp
     assert rows_by_status(root).keys() == {"sent"}
 
 
-def test_the_rate_limit_holds_at_the_receiving_server(tmp_path: Path, postmark) -> None:
+def test_the_rate_limit_holds_at_the_receiving_server(tmp_path: Path, database: Database, postmark) -> None:
     fake, url = postmark
-    root = make_project(tmp_path, url, 2000, rate="200/s")
+    root = make_project(database, tmp_path, url, 2000, rate="200/s")
     tick(Project.open(root, now="2030-01-02 08:00"))  # plan first: only the send is timed
     started = time.monotonic()
     report = tick(Project.open(root, now="2030-01-02 09:05"))

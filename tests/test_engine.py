@@ -1,8 +1,10 @@
-"""The tick's rules: re-planning after edits, dry runs, hooks, failures and crashes."""
+"""The tick's rules: re-planning after edits, dry runs, hooks, failures and crashes.
+
+Each test runs on SQLite and on PostgreSQL (tests/conftest.py).
+"""
 
 from __future__ import annotations
 
-from datetime import date
 from pathlib import Path
 from typing import Sequence
 
@@ -13,11 +15,13 @@ from launchkit import audience, conversions
 from launchkit.errors import LaunchkitError
 from launchkit.project import Project
 from launchkit.runner import tick
-from launchkit.scaffold import init_project
 from launchkit.store import outbox
 from launchkit.store.tables import outbox as outbox_table
 from launchkit.testing import RecordingProvider
 from launchkit.types import OutgoingMessage, ProviderUnavailable, SendResult, SendStatus
+from tests.backends import Database
+
+pytestmark = pytest.mark.every_backend
 
 # init_project(…, 2030-01-01): waitlist 2030-01-02 09:00, cart 2030-01-09 09:00 → 2030-01-13 23:59,
 # close 2030-01-14 08:00. Emails: welcome (join, catch_up), behind-the-scenes (start + 2d at 09:00),
@@ -27,9 +31,8 @@ DOORS_OPEN = "2030-01-09 09:05"
 
 
 @pytest.fixture
-def root(tmp_path: Path) -> Path:
-    folder = tmp_path / "project"
-    init_project(folder, date(2030, 1, 1))
+def root(tmp_path: Path, database: Database) -> Path:
+    folder = database.project(tmp_path / "project")
     for i in range(5):
         audience.add(Project.open(folder, now="2029-12-20 10:00"), f"p{i}@example.com", first_name=f"P{i}", tags=["newsletter", "waitlist"])
     return folder
@@ -153,6 +156,7 @@ def test_after_a_crash_claimed_rows_are_sent_and_sending_rows_are_in_doubt(root:
     with project.store.begin() as conn:
         ids = [row.id for row in outbox.claim(conn, project.now(), limit=2, token="dead", lease_until=project.now())]
         conn.execute(update(outbox_table).where(outbox_table.c.id == ids[0]).values(status="sending"))
+    project.store.close()  # the crash: on PostgreSQL the dead worker's session, and its claims' lock, end with it
     provider = RecordingProvider()
     report = tick(project, provider=provider)
     assert report.in_doubt == 1 and report.recovered == 1
@@ -192,6 +196,7 @@ def test_a_contact_who_leaves_the_audience_is_skipped_at_send_time(root: Path) -
     assert len(provider.sent) == 4
 
 
+@pytest.mark.sqlite_only  # on PostgreSQL two ticks share the outbox: tests/test_postgres.py
 def test_a_second_tick_while_one_runs_does_nothing(root: Path) -> None:
     project = at(root, WAITLIST_OPENS)
     with project.store.tick_lock() as acquired:

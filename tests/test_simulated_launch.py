@@ -1,7 +1,8 @@
 """A whole launch replayed in simulated time: ticks every four hours over three weeks.
 
 The expected emails of every contact are worked out here from the launch's rules, then
-compared with the messages the maildir provider actually wrote.
+compared with the messages the maildir provider actually wrote. On SQLite and on PostgreSQL
+(tests/conftest.py).
 """
 
 from __future__ import annotations
@@ -15,10 +16,15 @@ from pathlib import Path
 from textwrap import dedent
 from zoneinfo import ZoneInfo
 
+import pytest
+
 from launchkit import audience, conversions
 from launchkit.project import Project
 from launchkit.runner import tick
 from launchkit.store import outbox
+from tests.backends import Database
+
+pytestmark = pytest.mark.every_backend
 
 PARIS = ZoneInfo("Europe/Paris")
 UTC = timezone.utc
@@ -170,9 +176,10 @@ def delivered(root: Path) -> list[tuple[str, str, str, str]]:
     return found
 
 
-def test_a_whole_launch_sends_each_contact_exactly_what_the_rules_say(tmp_path: Path) -> None:
+def test_a_whole_launch_sends_each_contact_exactly_what_the_rules_say(tmp_path: Path, database: Database) -> None:
     root = tmp_path / "project"
     write_project(root)
+    database.point(root)
 
     def project(moment: str) -> Project:
         return Project.open(root, now=moment)
@@ -263,9 +270,10 @@ def test_a_whole_launch_sends_each_contact_exactly_what_the_rules_say(tmp_path: 
     assert len({m[3] for m in messages if m[1] == "mini" and m[2] == "deadline"}) == 30
 
 
-def test_a_late_tick_within_late_by_still_sends_last_call(tmp_path: Path) -> None:
+def test_a_late_tick_within_late_by_still_sends_last_call(tmp_path: Path, database: Database) -> None:
     root = tmp_path / "project"
     write_project(root)
+    database.point(root)
     audience.add(Project.open(root, now="2027-03-01 12:00"), "a@example.com", tags=["newsletter"])
     tick(Project.open(root, now="2027-04-02 19:00"))
     report = tick(Project.open(root, now="2027-04-02 20:40"))  # 40 minutes late, late_by = 1h
@@ -273,9 +281,10 @@ def test_a_late_tick_within_late_by_still_sends_last_call(tmp_path: Path) -> Non
     assert [e for _, _, e, _ in delivered(root) if e == "last-call"] == ["last-call"]
 
 
-def test_an_email_before_the_phase_start_reaches_those_already_there(tmp_path: Path) -> None:
+def test_an_email_before_the_phase_start_reaches_those_already_there(tmp_path: Path, database: Database) -> None:
     root = tmp_path / "project"
     write_project(root)
+    database.point(root)
     launch_file = root / "sequences" / "spring.toml"
     launch_file.write_text(
         launch_file.read_text().replace(

@@ -35,6 +35,10 @@ from launchkit.types import (
     WebhookRejected,
     WebhookRequest,
 )
+from tests.backends import Database
+
+# The end-to-end tests (a project and its database) run on SQLite and on PostgreSQL (tests/conftest.py).
+pytestmark = pytest.mark.every_backend
 
 RECEIVED = datetime(2030, 1, 9, 9, 5, 30, tzinfo=UTC)  #: when the requests of part (a) arrive
 NOW = int(RECEIVED.timestamp())
@@ -843,9 +847,10 @@ ADA, GRACE, LINUS = "ada@example.com", "grace@example.com", "linus@example.org"
 
 
 @pytest.fixture
-def server(launchkit_project: Any) -> Any:
+def server(launchkit_project: Any, database: Database) -> Any:
     """A project with three contacts and ``create_app``; skipped while launchkit.server is missing."""
     server = pytest.importorskip("launchkit.server", reason="launchkit.server (launchkit serve) is not written yet")
+    database.point(launchkit_project.root)
     launchkit_project.add_contacts([f"Ada Lovelace <{ADA}>", GRACE, LINUS])
     return server
 

@@ -32,6 +32,9 @@ from launchkit.types import (
     WebhookRequest,
 )
 
+# The end-to-end tests (a project and its database) run on SQLite and on PostgreSQL (tests/conftest.py).
+pytestmark = pytest.mark.every_backend
+
 #: The moment the requests arrive, in the direct tests and (through LAUNCHKIT_NOW) the server's.
 NOW = datetime(2030, 1, 10, 10, 0, 5, tzinfo=UTC)
 #: When the platforms say the purchase happened: a few seconds before it arrives.

@@ -5,6 +5,15 @@ the provider) → sent | failed | scheduled again (transient failure, later atte
 Planning can also write skipped rows; dispatch writes missed and skipped ones. A row left
 claimed by a dead worker goes back to scheduled (it never reached the provider); one left
 sending becomes in_doubt, because only the provider knows whether it went out.
+
+Every write after the claim is fenced by the claim token: a worker that lost its rows
+(lease expired, session gone) writes nothing over their next owner's result.
+
+On PostgreSQL a worker is dead when its lease has expired or when the database session
+that claimed the rows is gone: a claim takes a session-level advisory lock named after its
+token, which the server drops when the process dies or its connection is cut, just as the
+OS drops SQLite's file lock. So the rows of a killed worker are recovered by the next tick
+of any other, not ten minutes later.
 """
 
 from __future__ import annotations
@@ -13,9 +22,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Iterable, Sequence
 
-from sqlalchemy import Connection, and_, bindparam, func, or_, select, update
+from sqlalchemy import Connection, bindparam, func, or_, select, text, update
+from sqlalchemy.sql.elements import ColumnElement
 
-from launchkit.store import upsert_insert
+from launchkit.store import CLAIM_OWNER_LOCK, upsert_insert
 from launchkit.store.tables import contacts, enrolments, launches, outbox
 
 SCHEDULED = "scheduled"
@@ -61,21 +71,34 @@ def entries_for(conn: Connection, launch_id: str, contact_ids: Sequence[int]) ->
     """contact id -> phase -> when they entered it ("" for the launch itself)."""
     found: dict[int, dict[str, datetime]] = {}
     for start in range(0, len(contact_ids), _CHUNK):
+        chunk = contact_ids[start : start + _CHUNK]
         for contact_id, phase, entered_at in conn.execute(
             select(enrolments.c.contact_id, enrolments.c.phase, enrolments.c.entered_at).where(
-                enrolments.c.launch_id == launch_id, enrolments.c.contact_id.in_(contact_ids[start : start + _CHUNK])
+                enrolments.c.launch_id == launch_id, enrolments.c.contact_id.in_(chunk), *_narrow(conn, enrolments.c.contact_id, chunk)
             )
         ):
             found.setdefault(contact_id, {})[phase] = entered_at
     return found
 
 
+def _narrow(conn: Connection, column: Any, ids: Sequence[int]) -> list[ColumnElement[bool]]:
+    """On PostgreSQL, the range of ``ids`` beside their IN list: it says nothing more, but the
+    planner sees it is narrow without statistics, so the rows of a table that was empty a
+    minute ago (a first plan) are read through the contact's index, not all of the launch's."""
+    if conn.dialect.name != "postgresql" or not ids:
+        return []
+    return [column.between(min(ids), max(ids))]
+
+
 def write_plan(conn: Connection, launch_id: str, entries: list[dict[str, Any]], rows: list[dict[str, Any]], now: datetime) -> None:
-    """Record entries into phases (the first one stays) and upsert planned rows.
+    """Record entries into phases (the first one stays) and write planned rows.
 
     Planning runs again whenever a contact or the launch file changes, so a row that is
     still scheduled and never attempted takes the new plan; any other row is history and
-    is left as it is. The unique key makes concurrent planners harmless.
+    is left as it is. Any number of workers may plan the same contacts at once: new rows
+    go in with INSERT … ON CONFLICT DO NOTHING on the unique key (launch, email, contact),
+    which takes no lock on a row that exists (a planner never holds a row a sender needs,
+    so the two never deadlock), and an existing row is written only when its plan changed.
     """
     insert_ = upsert_insert(conn)
     if entries:
@@ -83,24 +106,68 @@ def write_plan(conn: Connection, launch_id: str, entries: list[dict[str, Any]], 
             insert_(enrolments).on_conflict_do_nothing(index_elements=["launch_id", "contact_id", "phase"]),
             [dict(launch_id=launch_id, **e) for e in entries],
         )
-    if rows:
-        stmt = insert_(outbox)
+    if not rows:
+        return
+    planned = _planned(conn, launch_id, rows)
+    new: list[dict[str, Any]] = []
+    changed: list[dict[str, Any]] = []
+    for row in rows:
+        found = planned.get((row["email_id"], row["contact_id"]))
+        if found is None:
+            new.append(row)
+        elif found[0] in (SCHEDULED, SKIPPED) and found[1] == 0 and found[2:] != tuple(row[c] for c in _PLAN_COLUMNS):
+            changed.append(row)
+    if new:
         conn.execute(
-            stmt.on_conflict_do_update(
-                index_elements=["launch_id", "email_id", "contact_id"],
-                set_=dict(
-                    phase=stmt.excluded.phase,
-                    due_at=stmt.excluded.due_at,
-                    next_attempt_at=stmt.excluded.next_attempt_at,
-                    status=stmt.excluded.status,
-                    reason=stmt.excluded.reason,
-                    updated_at=stmt.excluded.updated_at,
-                ),
-                # or_ of equalities: an IN list cannot be bound in an executemany.
-                where=and_(or_(outbox.c.status == SCHEDULED, outbox.c.status == SKIPPED), outbox.c.attempts == 0),
-            ),
-            [dict(launch_id=launch_id, variant=0, attempts=0, updated_at=now, **r) for r in rows],
+            insert_(outbox).on_conflict_do_nothing(index_elements=["launch_id", "email_id", "contact_id"]),
+            [dict(launch_id=launch_id, variant=0, attempts=0, updated_at=now, **r) for r in new],
         )
+    if changed:
+        # Bound names must differ from column names in an UPDATE's SET clause. The row may
+        # have been claimed since it was read: the status test stands in the statement.
+        conn.execute(
+            update(outbox)
+            .where(
+                outbox.c.launch_id == launch_id,
+                outbox.c.email_id == bindparam("b_email_id"),
+                outbox.c.contact_id == bindparam("b_contact_id"),
+                # or_ of equalities: an IN list cannot be bound in an executemany.
+                or_(outbox.c.status == SCHEDULED, outbox.c.status == SKIPPED),
+                outbox.c.attempts == 0,
+            )
+            .values(**{c: bindparam("b_" + c) for c in _PLAN_COLUMNS}, updated_at=now),
+            [{"b_" + c: r[c] for c in ("email_id", "contact_id", *_PLAN_COLUMNS)} for r in changed],
+        )
+
+
+#: What planning decides for a row; the rest is the row's history.
+_PLAN_COLUMNS = ("phase", "due_at", "next_attempt_at", "status", "reason")
+
+
+def _planned(conn: Connection, launch_id: str, rows: Sequence[dict[str, Any]]) -> dict[tuple[str, int], tuple[Any, ...]]:
+    """(email, contact) -> (status, attempts, *_PLAN_COLUMNS) of the rows already planned among ``rows``.
+
+    One query per email and 500 contacts: launch, email, contacts are the unique key's
+    columns in order, so each is one range of that index.
+    """
+    by_email: dict[str, list[int]] = {}
+    for row in rows:
+        by_email.setdefault(row["email_id"], []).append(row["contact_id"])
+    found: dict[tuple[str, int], tuple[Any, ...]] = {}
+    columns = [outbox.c[c] for c in _PLAN_COLUMNS]
+    for email_id, contact_ids in by_email.items():
+        for start in range(0, len(contact_ids), _CHUNK):
+            chunk = contact_ids[start : start + _CHUNK]
+            for row in conn.execute(
+                select(outbox.c.contact_id, outbox.c.status, outbox.c.attempts, *columns).where(
+                    outbox.c.launch_id == launch_id,
+                    outbox.c.email_id == email_id,
+                    outbox.c.contact_id.in_(chunk),
+                    *_narrow(conn, outbox.c.contact_id, chunk),
+                )
+            ):
+                found[(email_id, row[0])] = tuple(row[1:])
+    return found
 
 
 def unschedule_missing_emails(conn: Connection, launch_id: str, email_ids: Iterable[str], now: datetime) -> int:
@@ -116,11 +183,16 @@ def recover(conn: Connection, real_now: datetime, *, every_orphan: bool, idempot
     """Rows whose worker died: claimed ones are rescheduled, sending ones become in_doubt.
 
     With ``every_orphan`` (the SQLite tick lock is held, so no other worker is alive) all
-    such rows are orphans; otherwise only those whose lease has expired. With an
-    ``idempotent`` provider, which drops a message it has already seen, sending ones are
-    simply sent again.
+    such rows are orphans; otherwise those whose lease has expired, and on PostgreSQL also
+    those whose claiming session is gone. With an ``idempotent`` provider, which drops a
+    message it has already seen, sending ones are simply sent again.
     """
-    expired = outbox.c.lease_expires < real_now if not every_orphan else outbox.c.lease_expires.is_not(None)
+    if every_orphan:
+        expired: ColumnElement[bool] = outbox.c.lease_expires.is_not(None)
+    elif conn.dialect.name == "postgresql":
+        expired = or_(outbox.c.lease_expires < real_now, _owner_gone())
+    else:
+        expired = outbox.c.lease_expires < real_now
     resend = (CLAIMED, SENDING) if idempotent else (CLAIMED,)
     requeued = conn.execute(
         update(outbox).where(outbox.c.status.in_(resend), expired).values(status=SCHEDULED, claim_token=None, lease_expires=None)
@@ -139,12 +211,27 @@ def recover(conn: Connection, real_now: datetime, *, every_orphan: bool, idempot
     return requeued, in_doubt
 
 
+def _owner_gone() -> ColumnElement[bool]:
+    """PostgreSQL: no session of this database holds the owner lock of the row's claim token."""
+    return text(
+        "NOT EXISTS (SELECT 1 FROM pg_locks AS owner WHERE owner.locktype = 'advisory' AND owner.granted"
+        " AND owner.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+        f" AND owner.classid = {CLAIM_OWNER_LOCK} AND owner.objsubid = 2"
+        " AND owner.objid = CAST(hashtext(outbox.claim_token) AS oid))"
+    )  # type: ignore[return-value]
+
+
 def claim(conn: Connection, now: datetime, *, limit: int, token: str, lease_until: datetime) -> list[Claimed]:
     """Take up to ``limit`` due rows for this worker, in one statement.
 
     On PostgreSQL the inner SELECT skips rows other workers hold (FOR UPDATE SKIP LOCKED);
-    SQLite runs one writer at a time.
+    SQLite runs one writer at a time. On PostgreSQL the claiming session first takes the
+    token's owner lock (kept until the tick ends, see ``Store.tick_lock``): rows claimed
+    under a token nobody holds any more are an orphan's, and ``recover`` takes them back.
     """
+    if conn.dialect.name == "postgresql":
+        # try: a hash shared with a live token must not block; that one's lock then stands for both.
+        conn.execute(select(func.pg_try_advisory_lock(CLAIM_OWNER_LOCK, func.hashtext(token))))
     due = (
         select(outbox.c.id)
         .where(outbox.c.status == SCHEDULED, outbox.c.next_attempt_at <= now)
@@ -241,7 +328,15 @@ def settle(conn: Connection, token: str, outcomes: Sequence[dict[str, Any]], now
         written += conn.execute(statement, [{"oid": o["oid"], **{"v_" + c: o[c] for c in names}} for o in group]).rowcount
     for shared, group in groups.items():
         with_ids = [{"oid": o["oid"], "v_pmid": o["provider_message_id"]} for o in group if "provider_message_id" in o]
-        if with_ids:
+        if with_ids and conn.dialect.name == "postgresql":
+            # One statement for the chunk, not one per row: the server is shared by every
+            # worker, and a statement per message costs it a parse and a plan per message
+            # (alone, 20,000 settles took 0.98 s this way against 1.69 s).
+            conn.execute(
+                _SET_PROVIDER_IDS,
+                {"ids": [w["oid"] for w in with_ids], "pmids": [w["v_pmid"] for w in with_ids], "token": token},
+            )
+        elif with_ids:
             conn.execute(
                 update(outbox)
                 .where(outbox.c.id == bindparam("oid"), outbox.c.claim_token == token)
@@ -256,6 +351,13 @@ def settle(conn: Connection, token: str, outcomes: Sequence[dict[str, Any]], now
                 .values(**dict(shared), claim_token=None, lease_expires=None, updated_at=now)
             ).rowcount
     return written
+
+
+_SET_PROVIDER_IDS = text(
+    "UPDATE outbox SET provider_message_id = given.pmid"
+    " FROM unnest(CAST(:ids AS integer[]), CAST(:pmids AS varchar[])) AS given(oid, pmid)"
+    " WHERE outbox.id = given.oid AND outbox.claim_token = :token"
+)
 
 
 def sent_since(conn: Connection, moment: datetime) -> int:
