@@ -23,15 +23,25 @@ install: $(VENV)/.installed
 # The demo launch (sequences/academy-spring.toml), replayed from scratch in simulated time:
 # the audience joins in February, then one tick at each moment that matters.
 demo: install
-	rm -rf launchkit.db launchkit.db-wal launchkit.db-shm launchkit.db.lock mail
+	rm -rf launchkit.db launchkit.db-wal launchkit.db-shm launchkit.db.lock mail report.html
 	LAUNCHKIT_NOW="2027-02-20 10:00" $(LAUNCHKIT) audience import demo-audience.csv
 	$(LAUNCHKIT) check
 	$(LAUNCHKIT) run --now "2027-03-01 09:05"
 	$(LAUNCHKIT) run --now "2027-03-04 09:05"
 	$(LAUNCHKIT) run --now "2027-03-07 09:05"
 	$(LAUNCHKIT) run --now "2027-03-10 09:05"
+	# Sales come in as they happen (a payment webhook would record them the same way).
+	LAUNCHKIT_NOW="2027-03-10 22:00" $(LAUNCHKIT) conversions import demo-sales.csv
+	$(LAUNCHKIT) run --now "2027-03-11 10:05"
+	$(LAUNCHKIT) run --now "2027-03-12 10:05"
+	$(LAUNCHKIT) run --now "2027-03-14 21:00"
+	LAUNCHKIT_NOW="2027-03-15 00:10" $(LAUNCHKIT) conversions import demo-sales-last-day.csv
+	$(LAUNCHKIT) run --now "2027-03-15 08:05"
+	$(LAUNCHKIT) run --now "2027-03-16 10:05"
+	LAUNCHKIT_NOW="2027-03-17 09:00" $(LAUNCHKIT) report academy-spring
+	LAUNCHKIT_NOW="2027-03-17 09:00" $(LAUNCHKIT) report academy-spring -o report.html
 	@echo
-	@echo "$$(ls mail/new | wc -l) messages in mail/new/ — open one in a mail client, or:"
+	@echo "$$(ls mail/new | wc -l) messages in mail/new/ — open one in a mail client — and report.html. Then:"
 	@echo "  $(LAUNCHKIT) plan"
 	@echo "  $(LAUNCHKIT) preview academy-spring doors-open --contact camille.roux@example.com"
 
@@ -51,6 +61,7 @@ test: install
 bench-smoke: install
 	$(BIN)/python -m benchmarks tick --sizes 10000 --memory-sizes '' --idle-ticks 3 > /dev/null
 	$(BIN)/python -m benchmarks.send --messages 2000 > /dev/null
+	$(BIN)/python -m benchmarks.report --sizes 10000 --repeat 1 > /dev/null
 	@if [ -n "$$LAUNCHKIT_TEST_POSTGRES" ]; then \
 		$(BIN)/python -m benchmarks.workers --messages 2000 --workers 2 > /dev/null; \
 	else echo "benchmarks: workers (PostgreSQL) skipped: no LAUNCHKIT_TEST_POSTGRES"; fi

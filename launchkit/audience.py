@@ -6,9 +6,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, TextIO
 
+from sqlalchemy import Connection
+
+from launchkit.conditions import Condition, Facts
 from launchkit.csvfiles import CsvProblem, normalize_email, read_contacts_csv, write_csv
 from launchkit.errors import LaunchkitError
 from launchkit.project import Project
+from launchkit.spec import Launch
 from launchkit.store import contacts as contact_store
 from launchkit.store import erasure
 from launchkit.store.contacts import Contact, NewContact
@@ -133,3 +137,23 @@ def _known(conn: object, emails: Iterable[str]) -> list[str]:
     if missing:
         raise LaunchkitError(f"no contact {', '.join(missing)}; add them first with `launchkit audience add`")
     return addresses
+
+
+def count_matching(conn: Connection, launch: Launch, conditions: list[Condition]) -> int:
+    """Subscribed contacts for whom every condition holds: in SQL when they are tag formulas."""
+    formulas = [c.formula for c in conditions]
+    if all(formulas):
+        combined = formulas[0]
+        for formula in formulas[1:]:
+            combined = ("and", combined, formula)
+        return contact_store.count(conn, combined)
+    total = 0
+    after: tuple[int, int] | None = None
+    while people := contact_store.changed_since(conn, -1, after):
+        after = (people[-1].revision, people[-1].id)
+        facts: dict[int, Facts] = contact_store.facts_for(conn, people, products=launch.products)
+        context = {"launch": launch.spec}
+        total += sum(
+            1 for p in people if p.sendable and all(c.evaluate(p, facts[p.id], context)[0] for c in conditions)
+        )
+    return total

@@ -228,6 +228,35 @@ def scheduler(ctx: click.Context, every: float) -> None:
 
 
 @cli.command()
+@click.argument("launch", required=False)
+@click.option("--format", "format_", metavar="NAME", help="table (default), json, csv, html, or a plugin's format; guessed from -o's suffix.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="File to write (default: standard output).")
+@click.pass_context
+def report(ctx: click.Context, launch: str | None, format_: str | None, output: Path | None) -> None:
+    """How a launch did against its audience; with no LAUNCH, every launch side by side.
+
+    \b
+    Examples:
+      launchkit report academy-spring
+      launchkit report academy-spring -o report.html
+      launchkit report --format json > launches.json
+    """
+    import sys
+
+    from launchkit.report import build, format_for
+
+    project = _project(ctx)
+    reporter = project.reporter(format_for(str(output) if output else None, format_))
+    result = build(project, launch)
+    if output is None:
+        reporter.write(result, sys.stdout)
+        return
+    with output.open("w", encoding="utf-8", newline="") as handle:
+        reporter.write(result, handle)
+    _console(stderr=True).print(f"Wrote {output}")
+
+
+@cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0 for every interface).")
 @click.option("--port", type=int, default=8787, show_default=True)
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Processes to run.")
@@ -580,7 +609,7 @@ def plugins(ctx: click.Context, as_json: bool) -> None:
     loaded = load_plugins(root)
     if as_json:
         entries = [vars(p) for p in loaded.loaded + loaded.errors]
-        click.echo(json.dumps({"plugins": entries, "providers": loaded.providers().owners, "webhooks": loaded.webhooks().owners}, indent=2))
+        click.echo(json.dumps({"plugins": entries, "providers": loaded.providers().owners, "webhooks": loaded.webhooks().owners, "reporters": loaded.reporters().owners}, indent=2))
     else:
         print_plugins(_console(), loaded)
 

@@ -191,6 +191,7 @@ class Composer:
                 contact_id=contact.id,
                 launch_id=self.launch.id,
                 email_id=email.id,
+                variant=variant,
                 link_ids=link_ids if tracking_settings.clicks else None,
                 named=self._named_links,
                 opens=tracking_settings.opens,

@@ -107,6 +107,7 @@ class Config(Strict):
     signup: SignupSettings = SignupSettings()
     webhooks: dict[str, dict[str, Any]] = {}
     plugins: dict[str, dict[str, Any]] = {}
+    reporters: dict[str, dict[str, Any]] = {}
 
 
 def load_config(project_dir: Path) -> Config:

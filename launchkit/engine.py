@@ -135,7 +135,7 @@ class Tick:
         return written
 
     def _plan_batch(self, conn: Connection, launch: Launch, people: Sequence[Any]) -> int:
-        facts = contact_store.facts_for(conn, people, products=launch.products)
+        facts = contact_store.facts_for(conn, people, products=launch.products, as_of=self.now)
         known = outbox.entries_for(conn, launch.id, [p.id for p in people])
         entries: list[dict[str, Any]] = []
         rows: list[dict[str, Any]] = []
@@ -267,7 +267,9 @@ class Tick:
         with_events = launch.audience.uses_events or any(
             c.uses_events for e in launch.emails for c in (e.only, e.unless, e.phase.audience) if c is not None
         )
-        facts = contact_store.facts_for(conn, present, products=launch.products, launch_id=launch.id, with_events=with_events)
+        facts = contact_store.facts_for(
+            conn, present, products=launch.products, launch_id=launch.id, with_events=with_events, as_of=self.now
+        )
         entries = outbox.entries_for(conn, launch.id, [p.id for p in present]) if launch.evergreen else {}
         settled: list[dict[str, Any]] = []
         ready: list[tuple[outbox.Claimed, OutgoingMessage]] = []

@@ -12,7 +12,7 @@ import pluggy
 if TYPE_CHECKING:
     import click
 
-    from launchkit.types import Event, OutgoingMessage, Provider, ProviderContext, Webhook, WebhookContext
+    from launchkit.types import Event, OutgoingMessage, Provider, ProviderContext, Reporter, ReporterContext, Webhook, WebhookContext
 
 hookspec = pluggy.HookspecMarker("launchkit")
 
@@ -38,6 +38,16 @@ def register_webhooks(register: Callable[[str, Callable[[WebhookContext], Webhoo
         ``POST /hooks/NAME`` when launchkit.toml has a ``[webhooks.NAME]`` table; the factory
         takes a ``WebhookContext`` (that table's settings) and returns a ``Webhook`` whose
         ``handle(request)`` verifies the request and returns normalized ``Event`` objects.
+    """
+
+
+@hookspec
+def register_reporters(register: Callable[[str, Callable[[ReporterContext], Reporter]], None]) -> None:
+    """Register report outputs: ``register(name, factory)``.
+
+    :param register: call it once per output. ``launchkit report --format NAME`` builds it
+        with a ``ReporterContext`` (the ``[reporters.NAME]`` table) and calls its
+        ``write(report, out)`` with a ``launchkit.report.Report``.
     """
 
 

@@ -52,6 +52,7 @@ def store_events(conn: Connection, events: Sequence[Event], *, source: str, laun
             launch_id=event.launch,
             email_id=event.email_id,
             data=event.data,
+            variant=event.variant,
         ):
             outcome.replayed += 1
             continue
@@ -61,11 +62,18 @@ def store_events(conn: Connection, events: Sequence[Event], *, source: str, laun
 
 
 def _placed(conn: Connection, event: Event) -> Event:
-    """The event with its launch and email filled in from the delivery it names, if any."""
-    if event.provider_message_id and not (event.launch and event.email_id):
+    """The event with its launch, email and A/B variant filled in from the delivery it names."""
+    if event.provider_message_id and not (event.launch and event.email_id and event.variant is not None):
         row = history.delivery(conn, event.provider_message_id)
         if row is not None:
-            return replace(event, launch=event.launch or row.launch_id, email_id=event.email_id or row.email_id)
+            return replace(
+                event,
+                launch=event.launch or row.launch_id,
+                email_id=event.email_id or row.email_id,
+                variant=row.variant if event.variant is None else event.variant,
+            )
+    if event.launch and event.email_id and event.variant is None:
+        return replace(event, variant=history.variant_of(conn, event.launch, event.email_id, event.email))
     return event
 
 

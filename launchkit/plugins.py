@@ -24,7 +24,12 @@ from launchkit.errors import LaunchkitError
 
 #: launchkit's own plugins, loaded before installed ones. Kept as module names so that
 #: nothing is imported until plugins are needed.
-DEFAULT_PLUGINS: tuple[str, ...] = ()
+DEFAULT_PLUGINS: tuple[str, ...] = (
+    "launchkit.reporters.table",
+    "launchkit.reporters.jsonfile",
+    "launchkit.reporters.csvfile",
+    "launchkit.reporters.html",
+)
 
 ENTRY_POINT_GROUP = "launchkit"
 
@@ -57,6 +62,9 @@ class Plugins:
 
     def webhooks(self) -> Registry:
         return collect(self, "register_webhooks")
+
+    def reporters(self) -> Registry:
+        return collect(self, "register_reporters")
 
     def call_each(self, hook_name: str, argument: Callable[[str], Any], argument_name: str = "register") -> list[str]:
         """Call a start-up hook one plugin at a time, so a failure names its plugin and

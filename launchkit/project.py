@@ -21,7 +21,7 @@ from launchkit.location import find_project_dir
 from launchkit.plugins import Plugins, load_plugins
 from launchkit.spec import Launch, launch_files, load_launch
 from launchkit.store import Store
-from launchkit.types import Provider, ProviderContext, Webhook, WebhookContext
+from launchkit.types import Provider, ProviderContext, Reporter, ReporterContext, Webhook, WebhookContext
 
 @dataclass
 class Project:
@@ -82,6 +82,15 @@ class Project:
     def plugin_settings(self) -> dict[str, Any]:
         """The ``[plugins]`` table, ``${VAR}`` expanded, for ``on_event`` hooks."""
         return {name: expanded(table, f"plugins.{name}", self.root) for name, table in self.config.plugins.items()}
+
+    def reporter(self, name: str) -> Reporter:
+        """The report output registered as ``name`` (``--format NAME``)."""
+        factory = self.plugins.reporters().get(name, "report format")
+        settings = expanded(self.config.reporters.get(name, {}), f"reporters.{name}", self.root)
+        try:
+            return factory(ReporterContext(name=name, settings=settings, project_dir=self.root))
+        except (ValueError, LaunchkitError) as exc:
+            raise ConfigError([config_problem(self.root, ("reporters", name), str(exc))]) from None
 
     def webhook(self, name: str) -> Webhook | None:
         """The handler for ``POST /hooks/NAME``, or None when ``[webhooks.NAME]`` is absent."""

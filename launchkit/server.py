@@ -69,7 +69,7 @@ class TrackingServer:
         delivery = tracking.read_delivery(self.secrets, request.path_params["token"], tracking.OPEN)
         if delivery is None:
             return Response(status_code=404, headers=NO_STORE)
-        row = _engagement("opened", delivery.contact_id, delivery.launch_id, delivery.email_id, self.project.now(),
+        row = _engagement("opened", delivery.contact_id, delivery.launch_id, delivery.email_id, delivery.variant, self.project.now(),
                           f"o:{delivery.contact_id}:{delivery.launch_id}:{delivery.email_id}")
         await self.writer.run(lambda conn: tracking_store.record_engagement(conn, [row]))
         return Response(PIXEL, media_type="image/gif", headers=NO_STORE)
@@ -79,7 +79,7 @@ class TrackingServer:
         link = await self._link(click.link_id) if click else None
         if click is None or link is None:
             return self._page(404, "invalid_title", "invalid")
-        row = _engagement("clicked", click.contact_id, link.launch_id, link.email_id, self.project.now(),
+        row = _engagement("clicked", click.contact_id, link.launch_id, link.email_id, click.variant, self.project.now(),
                           f"c:{click.contact_id}:{link.id}", link=link.name, data={"url": link.url})
         await self.writer.run(lambda conn: tracking_store.record_engagement(conn, [row]))
         return RedirectResponse(self._with_utm(link), status_code=302, headers=NO_STORE)
@@ -288,10 +288,10 @@ def _project_dir() -> Any:
     return Path(folder) if folder else None
 
 
-def _engagement(kind: str, contact_id: int, launch_id: str, email_id: str, now: datetime, external_id: str, *,
-                link: str | None = None, data: dict[str, Any] | None = None) -> dict[str, Any]:
-    return dict(kind=kind, contact_id=contact_id, launch_id=launch_id, email_id=email_id, outbox_id=None, link=link,
-                occurred_at=now, external_id=external_id, data=data or {})
+def _engagement(kind: str, contact_id: int, launch_id: str, email_id: str, variant: int | None, now: datetime, external_id: str,
+                *, link: str | None = None, data: dict[str, Any] | None = None) -> dict[str, Any]:
+    return dict(kind=kind, contact_id=contact_id, launch_id=launch_id, email_id=email_id, variant=variant, outbox_id=None,
+                link=link, occurred_at=now, external_id=external_id, data=data or {})
 
 
 async def _body(request: Request, limit: int) -> bytes:

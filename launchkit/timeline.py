@@ -8,10 +8,9 @@ from decimal import Decimal
 
 from sqlalchemy import Connection
 
-from launchkit.conditions import Condition, Facts
+from launchkit import audience
 from launchkit.project import Project
 from launchkit.spec import Email, Launch
-from launchkit.store import contacts as contact_store
 from launchkit.store import outbox
 
 
@@ -31,18 +30,31 @@ class LaunchTimeline:
     audience: int
     forecast_sales: tuple[int, int]
     forecast_revenue: tuple[Decimal, Decimal]
+    #: From the creator's own finished launches: (their conversion, sales and revenue it
+    #: would give this audience, how many launches it is drawn from); None without any.
+    past: tuple[float, int, Decimal, int] | None = None
     phases: list[tuple[str, datetime | None, datetime | None, list[EmailLine]]] = field(default_factory=list)
 
 
 def timeline(project: Project, launch_id: str | None = None) -> list[LaunchTimeline]:
+    from launchkit.report import build
+
     launches = [project.launch(launch_id)] if launch_id else list(project.launches.values())
     now = project.now()
+    finished = [s for s in build(project).launches if s.status == "finished" and s.audience]
     with project.store.connect() as conn:
-        return [_launch_timeline(conn, launch, now) for launch in launches]
+        timelines = [_launch_timeline(conn, launch, now) for launch in launches]
+    for t in timelines:
+        past = [s for s in finished if s.id != t.launch.id]
+        if past:
+            rate = sum(s.buyers for s in past) / sum(s.audience for s in past)
+            sales = round(t.audience * rate)
+            t.past = (rate, sales, t.launch.spec.price * sales, len(past))
+    return timelines
 
 
 def _launch_timeline(conn: Connection, launch: Launch, now: datetime) -> LaunchTimeline:
-    size = _count(conn, launch, [launch.audience])
+    size = audience.count_matching(conn, launch, [launch.audience])
     low, high = launch.spec.benchmark
     sales = (round(size * low), round(size * high))
     price = launch.spec.price
@@ -52,7 +64,7 @@ def _launch_timeline(conn: Connection, launch: Launch, now: datetime) -> LaunchT
         start = end = None
         if not launch.evergreen:
             start, end = launch.window(phase)
-        reach = _count(conn, launch, [launch.audience] + ([phase.audience] if phase.audience else []))
+        reach = audience.count_matching(conn, launch, [launch.audience] + ([phase.audience] if phase.audience else []))
         lines = []
         for email in phase.emails:
             moment = None
@@ -79,23 +91,3 @@ def _note(email: Email, moment: datetime | None, now: datetime, counts: dict[str
     if email.only is not None:
         notes.append(f"only {email.only.source}")
     return "; ".join(notes)
-
-
-def _count(conn: Connection, launch: Launch, conditions: list[Condition]) -> int:
-    """Subscribed contacts for whom every condition holds: in SQL when they are tag formulas."""
-    formulas = [c.formula for c in conditions]
-    if all(formulas):
-        combined = formulas[0]
-        for formula in formulas[1:]:
-            combined = ("and", combined, formula)
-        return contact_store.count(conn, combined)
-    total = 0
-    after: tuple[int, int] | None = None
-    while people := contact_store.changed_since(conn, -1, after):
-        after = (people[-1].revision, people[-1].id)
-        facts: dict[int, Facts] = contact_store.facts_for(conn, people, products=launch.products)
-        context = {"launch": launch.spec}
-        total += sum(
-            1 for p in people if p.sendable and all(c.evaluate(p, facts[p.id], context)[0] for c in conditions)
-        )
-    return total

@@ -58,6 +58,7 @@ def rewrite(
     contact_id: int,
     launch_id: str,
     email_id: str,
+    variant: int,
     link_ids: LinkIds | None,
     named: dict[str, str],
     opens: bool,
@@ -76,12 +77,12 @@ def rewrite(
             if not url.startswith(("http://", "https://")) or url == keep:
                 return match.group(0)
             link_id = link_ids(launch_id, email_id, url, _name_of(url, named))
-            token = tokens.sign(secret, CLICK, link_id, contact_id)
+            token = tokens.sign(secret, CLICK, link_id, contact_id, variant)
             return f"{match.group(1)}{match.group(2)}{base}/c/{token}{match.group(2)}"
 
         html = _HREF.sub(track, html)
     if opens:
-        token = tokens.sign(secret, OPEN, contact_id, launch_id, email_id)
+        token = tokens.sign(secret, OPEN, contact_id, launch_id, email_id, variant)
         pixel = f'<img src="{base}/o/{token}.gif" width="1" height="1" alt="" style="display:block;border:0;width:1px;height:1px">'
         end = _BODY_END.search(html)
         html = f"{html[: end.start()]}{pixel}{html[end.start():]}" if end else html + pixel
@@ -100,6 +101,7 @@ def _name_of(url: str, named: dict[str, str]) -> str | None:
 class Click:
     link_id: int
     contact_id: int
+    variant: int
 
 
 @dataclass(frozen=True)
@@ -109,6 +111,7 @@ class Delivery:
     contact_id: int
     launch_id: str
     email_id: str
+    variant: int | None = None  #: open tokens carry the A/B variant; unsubscribe tokens do not
 
 
 @dataclass(frozen=True)
@@ -120,17 +123,20 @@ class Confirmation:
 
 def read_click(secrets: Sequence[str], token: str) -> Click | None:
     fields = tokens.verify(secrets, token)
-    if not fields or len(fields) != 3 or fields[0] != CLICK or not all(f.isdigit() for f in fields[1:]):
+    if not fields or len(fields) != 4 or fields[0] != CLICK or not all(f.isdigit() for f in fields[1:]):
         return None
-    return Click(int(fields[1]), int(fields[2]))
+    return Click(int(fields[1]), int(fields[2]), int(fields[3]))
 
 
 def read_delivery(secrets: Sequence[str], token: str, kind: str) -> Delivery | None:
     """An open (``OPEN``) or unsubscribe (``UNSUBSCRIBE``) token's delivery."""
     fields = tokens.verify(secrets, token)
-    if not fields or len(fields) != 4 or fields[0] != kind or not fields[1].isdigit():
+    size = 5 if kind == OPEN else 4
+    if not fields or len(fields) != size or fields[0] != kind or not fields[1].isdigit():
         return None
-    return Delivery(int(fields[1]), fields[2], fields[3])
+    if kind == OPEN and not fields[4].isdigit():
+        return None
+    return Delivery(int(fields[1]), fields[2], fields[3], int(fields[4]) if kind == OPEN else None)
 
 
 def read_confirmation(secrets: Sequence[str], token: str, now: datetime) -> Confirmation | None:

@@ -6,7 +6,7 @@ import enum
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Mapping, Sequence
+from typing import Any, Callable, ClassVar, Mapping, Sequence, TextIO
 
 
 @dataclass
@@ -114,6 +114,7 @@ class Event:
     amount: Decimal | None = None  #: purchases: the amount paid, in the currency's major unit
     currency: str | None = None  #: ISO 4217, upper case
     source: str = ""  #: set by launchkit: the webhook, import or command the event came from
+    variant: int | None = None  #: the A/B subject variant the contact got, when known (filled in by launchkit)
 
 
 EVENT_KINDS = (
@@ -161,6 +162,30 @@ class Webhook:
 
 class WebhookRejected(Exception):
     """Raise from ``Webhook.handle``: the request is forged, too old or malformed (HTTP 400)."""
+
+
+@dataclass
+class ReporterContext:
+    """What a reporter factory is given to build its reporter."""
+
+    name: str  #: the name it was registered under: ``--format NAME``
+    settings: dict[str, Any]  #: the ``[reporters.NAME]`` table, ``${VAR}`` already expanded
+    project_dir: Path
+
+
+class Reporter:
+    """A report output: a file format, a chat message, a push to an analytics tool.
+
+    ``write`` receives a ``launchkit.report.Report`` (its fields and ``to_dict()`` are
+    documented in docs/report-schema.md) and the text stream ``launchkit report`` writes to:
+    the terminal or the ``-o`` file. A sink that sends the report elsewhere may write a
+    line saying so.
+    """
+
+    description: ClassVar[str] = ""  #: one line for ``launchkit report --help`` and ``launchkit plugins``
+
+    def write(self, report: Any, out: TextIO) -> None:
+        raise NotImplementedError
 
 
 class SkipMessage(Exception):

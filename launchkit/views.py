@@ -29,6 +29,12 @@ def print_timeline(console: Console, timelines: list[LaunchTimeline], now: datet
             f"benchmark band ({low:.0%}–{high:.0%}) would sell {t.forecast_sales[0]}–{t.forecast_sales[1]} "
             f"(revenue {t.forecast_revenue[0]:,.0f}–{t.forecast_revenue[1]:,.0f} {currency})."
         )
+        if t.past is not None:
+            rate, sales, revenue, count = t.past
+            console.print(
+                f"Your own {count} finished launch(es) converted {rate:.1%} of their audience: at that rate this "
+                f"one would sell {sales} (revenue {revenue:,.0f} {currency})."
+            )
         console.print(f"Now: {now.astimezone(launch.tz):%a %d %b %Y %H:%M}")
         table = Table(show_lines=False, pad_edge=False)
         for column in ("email", "when", "audience", "outbox", "notes"):
@@ -128,11 +134,11 @@ def print_contacts(console: Console, rows: Iterable[tuple[Contact, list[str]]], 
 
 
 def print_plugins(console: Console, plugins: Plugins) -> None:
-    registries = {"provider": plugins.providers(), "webhook": plugins.webhooks()}
+    registries = {"provider": plugins.providers(), "webhook": plugins.webhooks(), "reporter": plugins.reporters()}
     table = Table("plugin", "source", "version", "hooks", "provides")
     for info in plugins.loaded:
         provided = ", ".join(
-            f"{name}" if kind == "provider" else f"/hooks/{name}"
+            {"provider": name, "webhook": f"/hooks/{name}", "reporter": f"report --format {name}"}[kind]
             for kind, registry in registries.items()
             for name, owner in registry.owners.items()
             if owner == info.name

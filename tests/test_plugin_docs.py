@@ -16,7 +16,7 @@ DOCS = (Path(__file__).parent.parent / "docs" / "plugins.md").read_text(encoding
 HOOKS = sorted(name for name, fn in vars(hookspecs).items() if inspect.isfunction(fn) and hasattr(fn, "launchkit_spec"))
 PUBLIC_TYPES = [
     "OutgoingMessage", "SendResult", "SendStatus", "ProviderContext", "Provider", "Event", "SkipMessage", "ProviderUnavailable",
-    "WebhookRequest", "WebhookContext", "Webhook", "WebhookRejected",
+    "WebhookRequest", "WebhookContext", "Webhook", "WebhookRejected", "ReporterContext", "Reporter",
 ]
 
 

@@ -29,7 +29,7 @@ from launchkit.errors import LaunchkitError
 from launchkit.store.tables import counters, meta
 
 #: The Alembic revision this code expects; tests check it is the migrations' head.
-SCHEMA_REVISION = "0002"
+SCHEMA_REVISION = "0003"
 
 #: PostgreSQL advisory lock classes (the first key of the two-key form), "LK" and the next:
 #: schema migrations take (MIGRATION_LOCK, 0) for their transaction; a tick's claims are

@@ -21,12 +21,21 @@ def contact_id(conn: Connection, email: str) -> int | None:
 
 
 def delivery(conn: Connection, provider_message_id: str) -> Any:
-    """The outbox row (id, contact_id, launch_id, email_id) a provider's message id belongs to."""
+    """The outbox row (id, contact_id, launch_id, email_id, variant) a provider's message id belongs to."""
     return conn.execute(
-        select(outbox.c.id, outbox.c.contact_id, outbox.c.launch_id, outbox.c.email_id)
+        select(outbox.c.id, outbox.c.contact_id, outbox.c.launch_id, outbox.c.email_id, outbox.c.variant)
         .where(outbox.c.provider_message_id == provider_message_id)
         .limit(1)
     ).first()
+
+
+def variant_of(conn: Connection, launch_id: str, email_id: str, email: str) -> int | None:
+    """The A/B variant of an email a contact was sent, if it was."""
+    return conn.execute(
+        select(outbox.c.variant)
+        .join(contacts, contacts.c.id == outbox.c.contact_id)
+        .where(outbox.c.launch_id == launch_id, outbox.c.email_id == email_id, contacts.c.email == email)
+    ).scalar()
 
 
 def credited_email(conn: Connection, contact_id: int, launch_id: str, at: datetime) -> str | None:
@@ -61,6 +70,7 @@ def record_event(
     outbox_id: int | None = None,
     link: str | None = None,
     data: dict[str, Any] | None = None,
+    variant: int | None = None,
 ) -> bool:
     """Store an event; False if this source already sent this id (a replay)."""
     result = conn.execute(
@@ -72,6 +82,7 @@ def record_event(
             email_id=email_id,
             outbox_id=outbox_id,
             link=link,
+            variant=variant,
             occurred_at=occurred_at,
             source=source,
             external_id=external_id,

@@ -100,6 +100,7 @@ enrolments = Table(
     Column("contact_id", Integer, ForeignKey("contacts.id", ondelete="CASCADE"), primary_key=True),
     Column("phase", String(100), primary_key=True),  # "" is the launch itself (evergreen clocks)
     Column("entered_at", UTCDateTime, nullable=False),  # when they entered the phase's audience
+    Index("ix_enrolments_entered", "launch_id", "phase", "entered_at"),  # the waitlist's growth per day
 )
 
 outbox = Table(
@@ -127,6 +128,7 @@ outbox = Table(
     Index("ix_outbox_contact", "contact_id"),
     Index("ix_outbox_sent", "sent_at"),  # today's sends, for the daily cap
     Index("ix_outbox_provider_message", "provider_message_id"),  # provider webhooks find the delivery
+    Index("ix_outbox_launch", "launch_id", "status", "email_id", "variant"),  # the report's counts per email
 )
 
 events = Table(
@@ -143,9 +145,11 @@ events = Table(
     Column("source", String(50), nullable=False),
     Column("external_id", String(200)),
     Column("data", JSON, nullable=False, default=dict),
+    Column("variant", Integer),  # the A/B subject the contact got, when known
     UniqueConstraint("source", "external_id", name="uq_events_external"),
     Index("ix_events_contact", "contact_id", "kind"),
-    Index("ix_events_launch", "launch_id", "kind"),
+    # Covers the report's counts: distinct contacts per kind, email and variant, from the index alone.
+    Index("ix_events_launch", "launch_id", "kind", "email_id", "variant", "contact_id"),
 )
 
 conversions = Table(

@@ -1,0 +1,34 @@
+"""Numbers and verdicts in words, shared by the reporters people read (table, HTML)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+
+def percent(value: float | None, digits: int = 1) -> str:
+    return "—" if value is None else f"{value * 100:.{digits}f} %"
+
+
+def money(value: Decimal | None, currency: str) -> str:
+    return "—" if value is None else f"{value:,.2f} {currency}"
+
+
+def verdict_sentence(launch: Any) -> str:
+    """The headline's judgement, plainly: in progress, no audience, or against the band."""
+    h = launch.headline
+    low, high = h.benchmark
+    band = f"{low * 100:g}–{high * 100:g} %"
+    if h.audience == 0:
+        return "No audience yet: nobody in this launch's audience was subscribed when the cart opened."
+    expected = f"a launch in the {band} band sells {h.expected_buyers[0]:,}–{h.expected_buyers[1]:,} to this audience"
+    if launch.status == "not started":
+        return f"Not started yet: {expected}."
+    so_far = "So far (in progress): " if launch.status == "in progress" else ""
+    where = {"below": "below", "within": "within", "above": "above"}[h.verdict]
+    advice = {
+        "below": "the launch converted less than a typical one: look at the copy, the offer and the timing",
+        "within": "a typical launch: growing the audience is what grows the next one",
+        "above": "better than a typical launch: the audience is the limit now",
+    }[h.verdict]
+    return f"{so_far}{percent(h.conversion)} is {where} the {band} benchmark ({expected}); {advice}."
