@@ -43,6 +43,10 @@ def verify(secrets: Sequence[str], token: str) -> list[str] | None:
         payload, mac = _unb64(encoded_payload), _unb64(encoded_mac)
     except (ValueError, TypeError):
         return None
+    # One spelling per token: base64 ignores the last character's spare bits, and an
+    # edited token that decodes to the same bytes is still an edited token.
+    if _b64(payload) != encoded_payload or _b64(mac) != encoded_mac:
+        return None
     if not any(hmac.compare_digest(mac, _mac(s, payload)) for s in secrets):
         return None
     try:

@@ -47,6 +47,12 @@ def path_of(url: str) -> str:
     return url[len(BASE):]
 
 
+def spare_bit_flipped(encoded: str) -> str:
+    """The same base64url text but for a bit of the last character that carries no data."""
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    return encoded[:-1] + alphabet[alphabet.index(encoded[-1]) ^ 1]
+
+
 def counts(project: Project) -> dict[str, int]:
     """Rows in every table the server may write: 'writes nothing' means these do not move."""
     with project.store.connect() as conn:
@@ -163,11 +169,12 @@ def test_forged_edited_and_unknown_tokens_get_404_and_write_nothing(tracked: Any
     click = path_of(next(h for h in links_in(message.html) if h.startswith(f"{BASE}/c/")))
     secret = project.secret()
     payload, mac = click.rsplit("/", 1)[1].split(".")
-    edited_payload = tracking.tokens._b64(b"c:999:1")  # another link, same signature
-    unknown_link = tracking.tokens.sign(secret, "c", 424242, 1)  # signed, but no such link
+    edited_payload = tracking.tokens._b64(b"c:999:1:0")  # another link, same signature
+    unknown_link = tracking.tokens.sign(secret, "c", 424242, 1, 0)  # signed, but no such link
     before = counts(project)
     for path in [
-        "/c/not-a-token", f"/c/{edited_payload}.{mac}", f"/c/{unknown_link}", f"/c/{payload}.{mac[:-2]}AA",
+        "/c/not-a-token", f"/c/{edited_payload}.{mac}", f"/c/{unknown_link}", f"/c/{payload}.{mac[:-2]}{'AQ' if mac[-2:] != 'AQ' else 'AA'}",
+        f"/c/{payload}.{spare_bit_flipped(mac)}",  # decodes to the same bytes, but is not the token signed
         "/o/forged.gif", f"/o/{payload}.{mac}.gif",  # a click token is not an open token
         "/u/forged", f"/u/{tracking.tokens.sign('wrong secret', 'u', 1, 'example-launch', 'welcome')}",
         f"/u/{tracking.tokens.sign(secret, 'u', 999999, 'example-launch', 'welcome')}",
