@@ -22,7 +22,10 @@ log = logging.getLogger("launchkit")
 
 T = TypeVar("T")
 Work = Callable[[Connection], Any]
-_Item = tuple[Work, asyncio.AbstractEventLoop, "asyncio.Future[Any]"]
+#: Writes rows of one kind, all at once: ``writer(conn, rows)``.
+RowWriter = Callable[[Connection, list[Any]], Any]
+#: (work, or a row writer and its row), the request's loop and future.
+_Item = tuple[Work | tuple[RowWriter, Any], asyncio.AbstractEventLoop, "asyncio.Future[Any]"]
 
 
 class GroupCommit:
@@ -35,9 +38,17 @@ class GroupCommit:
 
     async def run(self, work: Callable[[Connection], T]) -> T:
         """Run ``work(conn)`` in a transaction shared with other requests; its result once committed."""
+        return await self._submit(work)
+
+    async def write_row(self, writer: RowWriter, row: Any) -> None:
+        """Have ``writer`` store ``row``, together with the other rows given the same writer
+        meanwhile: one statement for a burst of opens, instead of one per request."""
+        await self._submit((writer, row))
+
+    async def _submit(self, work: Work | tuple[RowWriter, Any]) -> Any:
         self._start()
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[T] = loop.create_future()
+        future: asyncio.Future[Any] = loop.create_future()
         self._queue.put((work, loop, future))
         return await future
 
@@ -74,7 +85,7 @@ class GroupCommit:
     def _commit(self, batch: list[_Item]) -> None:
         try:
             with self._begin() as conn:
-                results = [work(conn) for work, _, _ in batch]
+                results = _run_batch(conn, [work for work, _, _ in batch])
         except Exception as exc:
             if len(batch) == 1:
                 _settle(batch[0], error=exc)
@@ -85,6 +96,17 @@ class GroupCommit:
             return
         for item, result in zip(batch, results):
             _settle(item, result=result)
+
+
+def _run_batch(conn: Connection, works: list[Work | tuple[RowWriter, Any]]) -> list[Any]:
+    """Run each work, and each writer once with all its rows; a result per work."""
+    rows: dict[RowWriter, list[Any]] = {}
+    for work in works:
+        if isinstance(work, tuple):
+            rows.setdefault(work[0], []).append(work[1])
+    for writer, batch in rows.items():
+        writer(conn, batch)
+    return [None if isinstance(work, tuple) else work(conn) for work in works]
 
 
 def _settle(item: _Item, *, result: Any = None, error: BaseException | None = None) -> None:

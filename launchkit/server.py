@@ -71,7 +71,7 @@ class TrackingServer:
             return Response(status_code=404, headers=NO_STORE)
         row = _engagement("opened", delivery.contact_id, delivery.launch_id, delivery.email_id, delivery.variant, self.project.now(),
                           f"o:{delivery.contact_id}:{delivery.launch_id}:{delivery.email_id}")
-        await self.writer.run(lambda conn: tracking_store.record_engagement(conn, [row]))
+        await self.writer.write_row(tracking_store.record_engagement, row)
         return Response(PIXEL, media_type="image/gif", headers=NO_STORE)
 
     async def clicked(self, request: Request) -> Response:
@@ -81,7 +81,7 @@ class TrackingServer:
             return self._page(404, "invalid_title", "invalid")
         row = _engagement("clicked", click.contact_id, link.launch_id, link.email_id, click.variant, self.project.now(),
                           f"c:{click.contact_id}:{link.id}", link=link.name, data={"url": link.url})
-        await self.writer.run(lambda conn: tracking_store.record_engagement(conn, [row]))
+        await self.writer.write_row(tracking_store.record_engagement, row)
         return RedirectResponse(self._with_utm(link), status_code=302, headers=NO_STORE)
 
     async def _link(self, link_id: int) -> tracking.Link | None:

@@ -18,6 +18,7 @@ import os
 import re
 import secrets
 import threading
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -43,6 +44,7 @@ CLAIM_OWNER_LOCK = 0x4C4C
 POOL_SIZE = 2
 POOL_MAX_OVERFLOW = 8
 CONNECT_TIMEOUT = 10  #: seconds before an unreachable PostgreSQL server is reported
+SQLITE_BUSY_SECONDS = 30  #: how long a SQLite writer waits for another to finish
 
 
 class DatabaseUnavailable(LaunchkitError):
@@ -342,13 +344,28 @@ def _sqlite_engine(url: str) -> Engine:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_SECONDS * 1000}")
         cursor.close()
 
     @event.listens_for(engine, "begin")
     def _begin(conn):  # type: ignore[no-untyped-def]
         # Take the write lock at BEGIN so two writers queue instead of failing mid-transaction.
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # SQLite's own busy handler sleeps ever longer between tries (up to 100 ms), so a
+        # writer that commits and begins again (a tick) starves one that waits (the tracking
+        # server); asking every half millisecond hands the lock over as soon as it is free.
+        conn.exec_driver_sql("PRAGMA busy_timeout=0")
+        deadline = time.monotonic() + SQLITE_BUSY_SECONDS
+        try:
+            while True:
+                try:
+                    conn.exec_driver_sql("BEGIN IMMEDIATE")
+                    return
+                except OperationalError as exc:
+                    if "locked" not in str(exc) or time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.0005)
+        finally:
+            conn.exec_driver_sql(f"PRAGMA busy_timeout={SQLITE_BUSY_SECONDS * 1000}")
 
     return engine
 
