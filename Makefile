@@ -62,6 +62,7 @@ bench-smoke: install
 	$(BIN)/python -m benchmarks tick --sizes 10000 --memory-sizes '' --idle-ticks 3 > /dev/null
 	$(BIN)/python -m benchmarks.send --messages 2000 > /dev/null
 	$(BIN)/python -m benchmarks.report --sizes 10000 --repeat 1 > /dev/null
+	$(BIN)/python -m benchmarks.serve --smoke > /dev/null
 	@if [ -n "$$LAUNCHKIT_TEST_POSTGRES" ]; then \
 		$(BIN)/python -m benchmarks.workers --messages 2000 --workers 2 > /dev/null; \
 	else echo "benchmarks: workers (PostgreSQL) skipped: no LAUNCHKIT_TEST_POSTGRES"; fi
