@@ -273,7 +273,7 @@ def serve(ctx: click.Context, host: str, port: int, workers: int, forwarded_allo
 
     \b
     Example:
-      launchkit serve --host 0.0.0.0 --port 8787 --workers 2
+      launchkit serve --host 0.0.0.0 --port 8787
     """
     from launchkit.server import serve as run_server
 
