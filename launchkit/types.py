@@ -146,6 +146,18 @@ class WebhookContext:
     settings: dict[str, Any]  #: the ``[webhooks.NAME]`` table, ``${VAR}`` already expanded
     project_dir: Path
 
+    def seconds(self, key: str, default: float) -> float:
+        """The setting ``key`` as a number of seconds above 0 (``default`` when absent);
+        ``ValueError`` naming the setting otherwise. For signature tolerances and ages."""
+        value = self.settings.get(key, default)
+        try:
+            seconds = -1.0 if isinstance(value, bool) else float(value)
+        except (TypeError, ValueError):
+            seconds = -1.0
+        if not seconds > 0:  # also refuses NaN
+            raise ValueError(f"[webhooks.{self.name}] {key} must be a number of seconds above 0; found {value!r}")
+        return seconds
+
 
 class Webhook:
     """A service's webhook endpoint. Subclass it, or provide the same method.

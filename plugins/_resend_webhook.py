@@ -175,11 +175,5 @@ def make_webhook(context: WebhookContext) -> ResendWebhook:
         key = b""
     if not key:
         raise ValueError(f"[webhooks.{context.name}] signing_secret is not a Resend signing secret (whsec_ and base64)")
-    value = context.settings.get("tolerance", DEFAULT_TOLERANCE)
-    try:
-        tolerance = -1.0 if isinstance(value, bool) else float(value)
-    except (TypeError, ValueError):
-        tolerance = -1.0
-    if not tolerance > 0:  # also refuses NaN
-        raise ValueError(f"[webhooks.{context.name}] tolerance must be a number of seconds above 0; found {value!r}")
+    tolerance = context.seconds("tolerance", DEFAULT_TOLERANCE)
     return ResendWebhook(key, tolerance)

@@ -207,17 +207,6 @@ def _public_key(context: WebhookContext) -> EllipticCurvePublicKey:
     raise ValueError(f"[webhooks.{context.name}] public_key is not SendGrid's verification key (base64 of a P-256 public key)")
 
 
-def _tolerance(context: WebhookContext) -> float:
-    value = context.settings.get("tolerance", DEFAULT_TOLERANCE)
-    try:
-        seconds = -1.0 if isinstance(value, bool) else float(value)
-    except (TypeError, ValueError):
-        seconds = -1.0
-    if not seconds > 0:  # also refuses NaN
-        raise ValueError(f"[webhooks.{context.name}] tolerance must be a number of seconds above 0; found {value!r}")
-    return seconds
-
-
 def make_webhook(context: WebhookContext) -> SendGridWebhook:
     """The factory ``register_webhooks`` registers: checks the settings, builds the handler."""
-    return SendGridWebhook(_public_key(context), _tolerance(context))
+    return SendGridWebhook(_public_key(context), context.seconds("tolerance", DEFAULT_TOLERANCE))

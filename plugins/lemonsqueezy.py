@@ -228,14 +228,7 @@ def make_webhook(context: WebhookContext) -> LemonSqueezyWebhook:
             f'[webhooks.{NAME}] needs signing_secret (e.g. signing_secret = "${{LEMONSQUEEZY_WEBHOOK_SECRET}}"): '
             "the signing secret you gave the webhook in Lemon Squeezy"
         )
-    value = settings.get("max_age", DEFAULT_MAX_AGE)
-    try:
-        max_age = float(value) if not isinstance(value, bool) else -1.0
-    except (TypeError, ValueError):
-        max_age = -1.0
-    if not max_age > 0:
-        raise ValueError(f"[webhooks.{NAME}] max_age must be a number of seconds above 0; found {value!r}")
-    return LemonSqueezyWebhook(secret, max_age)
+    return LemonSqueezyWebhook(secret, context.seconds("max_age", DEFAULT_MAX_AGE))
 
 
 @hookimpl

@@ -303,13 +303,7 @@ def make_webhook(context: WebhookContext) -> MailgunWebhook:
     key = context.settings.get("signing_key")
     if not isinstance(key, str) or not key.strip():
         raise ValueError(f"[webhooks.{context.name}] needs signing_key: the HTTP webhook signing key from Mailgun's dashboard")
-    value = context.settings.get("tolerance", DEFAULT_TOLERANCE)
-    try:
-        tolerance = -1.0 if isinstance(value, bool) else float(value)
-    except (TypeError, ValueError):
-        tolerance = -1.0
-    if not tolerance > 0:  # also refuses NaN
-        raise ValueError(f"[webhooks.{context.name}] tolerance must be a number of seconds above 0; found {value!r}")
+    tolerance = context.seconds("tolerance", DEFAULT_TOLERANCE)
     return MailgunWebhook(key.strip(), tolerance)
 
 

@@ -300,20 +300,9 @@ def _secrets(settings: dict[str, Any]) -> list[str]:
     return secrets
 
 
-def _tolerance(settings: dict[str, Any]) -> float:
-    value = settings.get("tolerance", DEFAULT_TOLERANCE)
-    try:
-        seconds = float(value) if not isinstance(value, bool) else -1.0
-    except (TypeError, ValueError):
-        seconds = -1.0
-    if not seconds > 0:
-        raise ValueError(f"[webhooks.{NAME}] tolerance must be a number of seconds above 0; found {value!r}")
-    return seconds
-
-
 def make_webhook(context: WebhookContext) -> StripeWebhook:
     """The factory ``register_webhooks`` registers: checks the settings, builds the handler."""
-    return StripeWebhook(_secrets(context.settings), _tolerance(context.settings))
+    return StripeWebhook(_secrets(context.settings), context.seconds("tolerance", DEFAULT_TOLERANCE))
 
 
 @hookimpl
