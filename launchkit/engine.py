@@ -95,6 +95,10 @@ class Tick:
     #: Tracked links' stored ids by (launch, email, url), kept for the tick: an email's
     #: links are looked up once, not once per message.
     link_cache: dict[tuple[str, str, str], int] = field(default_factory=dict)
+    #: Transactions that only read (SQLite: no write lock), for checking and rendering a
+    #: batch; None reads in ``transaction``. Rendering takes most of a tick's time: holding
+    #: the write lock through it would keep the tracking server waiting.
+    read: Transaction | None = None
 
     def run(self, *, every_orphan: bool) -> TickReport:
         report = TickReport()
@@ -194,7 +198,7 @@ class Tick:
         """Check, render and send one claimed batch; returns what is left of the daily budget."""
         settled: list[dict[str, Any]] = []
         ready: list[tuple[outbox.Claimed, OutgoingMessage]] = []
-        with self.transaction() as conn:
+        with (self.read or self.transaction)() as conn:
             people = contact_store.by_ids(conn, sorted({c.contact_id for c in claimed}))
             for launch_id, rows in _group(claimed, lambda r: r.launch_id).items():
                 launch = self.launches.get(launch_id)
@@ -318,7 +322,12 @@ class Tick:
             key = (launch_id, email_id, url)
             found = cache.get(key)
             if found is None:
-                found = cache[key] = link_store.link_id(conn, launch_id, email_id, url, name)
+                if self.read is None:
+                    found = link_store.link_id(conn, launch_id, email_id, url, name)
+                else:  # ``conn`` only reads: a short write of its own, once per link and tick
+                    with self.transaction() as writing:
+                        found = link_store.link_id(writing, launch_id, email_id, url, name)
+                cache[key] = found
             return found
 
         return link_id
