@@ -95,8 +95,8 @@ class Tick:
     #: Tracked links' stored ids by (launch, email, url), kept for the tick: an email's
     #: links are looked up once, not once per message.
     link_cache: dict[tuple[str, str, str], int] = field(default_factory=dict)
-    #: Transactions that only read (SQLite: no write lock), for checking and rendering a
-    #: batch; None reads in ``transaction``. Rendering takes most of a tick's time: holding
+    #: Connections that only read (``Store.connect``: on SQLite no write lock), for checking
+    #: and rendering a batch; None reads in ``transaction``. Rendering takes most of a tick's time: holding
     #: the write lock through it would keep the tracking server waiting.
     read: Transaction | None = None
 

@@ -66,7 +66,7 @@ def tick(
             daily_cap=project.config.delivery.daily_cap,
             stop=stop,
             progress=progress,
-            read=store.read if store.is_sqlite and not dry_run else None,
+            read=store.connect if store.is_sqlite and not dry_run else None,
         )
         try:
             if dry_run:

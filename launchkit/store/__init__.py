@@ -79,22 +79,14 @@ class Store:
         return self.engine.begin()
 
     def connect(self) -> contextlib.AbstractContextManager[Connection]:
+        """A connection for reading. On SQLite its transaction is a deferred ``BEGIN`` on a
+        WAL snapshot, not ``BEGIN IMMEDIATE``: it takes no write lock, so a report, a
+        preview or a tick rendering a batch never keeps writers (the tracking server) waiting."""
         self.ensure_schema()
-        return self.engine.connect()
-
-    @contextlib.contextmanager
-    def read(self) -> Iterator[Connection]:
-        """A transaction that only reads. On SQLite it takes no write lock (a deferred
-        ``BEGIN`` on a WAL snapshot), so writers — the tracking server — go on meanwhile."""
-        if not self.is_sqlite:
-            with self.begin() as conn:
-                yield conn
-            return
-        self.ensure_schema()
-        with self.engine.connect() as conn:
+        conn = self.engine.connect()
+        if self.is_sqlite:
             conn.execution_options(launchkit_read=True)
-            with conn.begin():
-                yield conn
+        return conn
 
     def ensure_schema(self) -> None:
         """Create the schema in a new database; refuse one from another launchkit version.
@@ -364,7 +356,7 @@ def _sqlite_engine(url: str) -> Engine:
     @event.listens_for(engine, "begin")
     def _begin(conn):  # type: ignore[no-untyped-def]
         if conn.get_execution_options().get("launchkit_read"):
-            conn.exec_driver_sql("BEGIN")  # Store.read: a snapshot, no lock
+            conn.exec_driver_sql("BEGIN")  # Store.connect: a snapshot, no lock
             return
         # Take the write lock at BEGIN so two writers queue instead of failing mid-transaction.
         # SQLite's own busy handler sleeps ever longer between tries (up to 100 ms), so a
