@@ -27,7 +27,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from benchmarks.measure import BenchmarkError
+from benchmarks.measure import BenchmarkError, exit_with
 
 LAUNCH = "big-launch"
 NOW = datetime(2030, 1, 9, 9, 5, tzinfo=timezone.utc)
@@ -238,8 +238,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except BenchmarkError as exc:
-        print(f"benchmark failed: {exc}", file=sys.stderr)
-        sys.exit(1)
+    exit_with(main)

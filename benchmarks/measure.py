@@ -32,6 +32,16 @@ class BenchmarkError(RuntimeError):
     """A scenario did not do what it must (wrong counts, a child crashed): its figures mean nothing."""
 
 
+def exit_with(main: Callable[[], int]) -> None:
+    """Run a benchmark's ``main`` as a command: its exit code, or 1 with one line when a
+    scenario did not do what it must (``BenchmarkError``)."""
+    try:
+        sys.exit(main())
+    except BenchmarkError as exc:
+        print(f"benchmark failed: {exc}", file=sys.stderr)
+        sys.exit(1)
+
+
 def peak_rss_mb() -> float:
     """This process's peak resident set size so far, in MiB (ru_maxrss: KiB on Linux, bytes on macOS)."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -28,7 +28,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from benchmarks.measure import BenchmarkError, peak_rss_mb, run_child
+from benchmarks.measure import BenchmarkError, exit_with, peak_rss_mb, run_child
 
 LAUNCH = "example-launch"
 NOW = "2030-01-20 10:00"
@@ -134,4 +134,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_with(main)

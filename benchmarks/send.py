@@ -36,7 +36,7 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from benchmarks.measure import BenchmarkError, Spans, outbox_rows, peak_rss_mb, profiled
+from benchmarks.measure import BenchmarkError, Spans, exit_with, outbox_rows, peak_rss_mb, profiled
 
 TODAY = date(2030, 1, 7)  #: the day the project is "created", as in benchmarks.tick
 IMPORT_AT = f"{TODAY} 08:00"
@@ -45,10 +45,12 @@ TOKEN = "bench-token"
 TAGS = "newsletter, waitlist"
 
 
-def serve(port: int, ready: Any, stop: Any, results: Any) -> None:
-    """The server process: FakePostmark under uvicorn; reports what it accepted when stopped."""
+def serve(port: int, ready: Any, stop: Any, accepted: Any, results: Any, count_header: str | None) -> None:
+    """The server process: FakePostmark under uvicorn, counting what it accepts as it goes;
+    reports the totals when stopped (with the messages per ``count_header`` value, if given)."""
     import asyncio
     import logging
+    from collections import Counter
 
     import uvicorn
 
@@ -65,32 +67,41 @@ def serve(port: int, ready: Any, stop: Any, results: Any) -> None:
             await asyncio.sleep(0.01)
         ready.set()
         while not stop.is_set():
-            await asyncio.sleep(0.05)
+            accepted.value = len(fake.accepted)
+            await asyncio.sleep(0.01)
         server.should_exit = True
         await task
 
     asyncio.run(main())
     keys = [(m.metadata or {}).get("key") for m in fake.accepted]
-    results.put(
-        {
-            "accepted": len(fake.accepted),
-            "distinct_keys": len(set(keys)),
-            "requests": len(fake.requests),
-            "statuses": sorted({r.status for r in fake.requests}),
-        }
-    )
+    totals: dict[str, Any] = {
+        "accepted": len(fake.accepted),
+        "distinct_keys": len(set(keys)),
+        "requests": len(fake.requests),
+        "statuses": sorted({r.status for r in fake.requests}),
+    }
+    if count_header:
+        totals["shares"] = dict(Counter(m.headers.get(count_header, "?") for m in fake.accepted))
+    results.put(totals)
 
 
 class Server:
-    """The fake Postmark in a spawned process; ``stop()`` returns what it accepted."""
+    """The fake Postmark in a spawned process; ``accepted`` counts live, ``stop()`` returns the totals.
 
-    def __init__(self) -> None:
+    ``count_header``: also count the accepted messages per value of this header (which
+    worker sent them, say).
+    """
+
+    def __init__(self, count_header: str | None = None) -> None:
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             self.port = probe.getsockname()[1]
         context = multiprocessing.get_context("spawn")
         self.ready, self._stop, self.results = context.Event(), context.Event(), context.Queue()
-        self.process = context.Process(target=serve, args=(self.port, self.ready, self._stop, self.results), daemon=True)
+        self.accepted = context.Value("i", 0, lock=False)
+        self.process = context.Process(
+            target=serve, args=(self.port, self.ready, self._stop, self.accepted, self.results, count_header), daemon=True
+        )
 
     def __enter__(self) -> Server:
         self.process.start()
@@ -100,7 +111,7 @@ class Server:
 
     def stop(self) -> dict[str, Any]:
         self._stop.set()
-        received = self.results.get(timeout=60)
+        received: dict[str, Any] = self.results.get(timeout=120)
         self.process.join(30)
         return received
 
@@ -298,8 +309,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except BenchmarkError as exc:
-        print(f"benchmark failed: {exc}", file=sys.stderr)
-        sys.exit(1)
+    exit_with(main)

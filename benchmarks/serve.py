@@ -54,7 +54,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from benchmarks.measure import ROOT, BenchmarkError, child_env, outbox_rows, peak_rss_mb
+from benchmarks.measure import ROOT, BenchmarkError, child_env, exit_with, outbox_rows, peak_rss_mb
 from benchmarks.send import IMPORT_AT, TODAY, TOKEN, moments, write_audience_csv
 
 WARMUP = 2.0
@@ -1097,8 +1097,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except BenchmarkError as exc:
-        print(f"benchmark failed: {exc}", file=sys.stderr)
-        sys.exit(1)
+    exit_with(main)

@@ -31,21 +31,19 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import multiprocessing
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter
 from datetime import date
 from pathlib import Path
 from typing import Any
 
-from benchmarks.measure import BenchmarkError
+from benchmarks.measure import BenchmarkError, exit_with
+from benchmarks.send import Server
 from launchkit.engine import CLAIM_BATCH
 
 TODAY = date(2030, 1, 1)  #: the example launch's waitlist opens 2030-01-02 09:00
@@ -64,74 +62,6 @@ from launchkit import hookimpl
 def before_send(message):
     message.headers["{WORKER_HEADER}"] = str(os.getpid())
 '''
-
-
-def serve(port: int, ready: Any, stop: Any, accepted: Any, results: Any) -> None:
-    """The server process: FakePostmark under uvicorn, counting what it accepts as it goes."""
-    import asyncio
-    import logging
-
-    import uvicorn
-
-    from tests.fakes.postmark import FakePostmark
-
-    fake = FakePostmark(token=TOKEN)
-    config = uvicorn.Config(fake.app, host="127.0.0.1", port=port, log_level="error", lifespan="off", access_log=False)
-    server = uvicorn.Server(config)
-    logging.getLogger("uvicorn.error").setLevel(logging.ERROR)
-
-    async def main() -> None:
-        task = asyncio.create_task(server.serve())
-        while not server.started:
-            await asyncio.sleep(0.01)
-        ready.set()
-        while not stop.is_set():
-            accepted.value = len(fake.accepted)
-            await asyncio.sleep(0.01)
-        server.should_exit = True
-        await task
-
-    asyncio.run(main())
-    keys = [(m.metadata or {}).get("key") for m in fake.accepted]
-    results.put({
-        "accepted": len(fake.accepted),
-        "distinct_keys": len(set(keys)),
-        "requests": len(fake.requests),
-        "statuses": sorted({r.status for r in fake.requests}),
-        "shares": dict(Counter(m.headers.get(WORKER_HEADER, "?") for m in fake.accepted)),
-    })
-
-
-class Server:
-    """The fake Postmark in a spawned process; ``accepted`` counts live, ``stop()`` returns the totals."""
-
-    def __init__(self) -> None:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
-        context = multiprocessing.get_context("spawn")
-        self.ready, self._stop, self.results = context.Event(), context.Event(), context.Queue()
-        self.accepted = context.Value("i", 0, lock=False)
-        self.process = context.Process(target=serve, args=(self.port, self.ready, self._stop, self.accepted, self.results), daemon=True)
-
-    def __enter__(self) -> Server:
-        self.process.start()
-        if not self.ready.wait(30):
-            raise BenchmarkError("the Postmark server did not start")
-        return self
-
-    def stop(self) -> dict[str, Any]:
-        self._stop.set()
-        received: dict[str, Any] = self.results.get(timeout=120)
-        self.process.join(30)
-        return received
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.process.is_alive():
-            self._stop.set()
-            self.process.join(10)
-            if self.process.is_alive():
-                self.process.kill()
 
 
 def prepare(root: Path, server: Any, messages: int, port: int) -> str:
@@ -203,7 +133,7 @@ def run(root: Path, server: Any, template: str, workers: int, messages: int, log
     processes: list[subprocess.Popen[bytes]] = []
     env = {**os.environ, "LAUNCHKIT_NOW": SEND_AT}
     try:
-        with Server() as fake:
+        with Server(count_header=WORKER_HEADER) as fake:
             config = root / "launchkit.toml"
             config.write_text(re.sub(r'base_url = "http://127\.0\.0\.1:\d+"', f'base_url = "http://127.0.0.1:{fake.port}"', config.read_text()))
             for n in range(workers):
@@ -358,7 +288,7 @@ def main() -> int:
             root = Path(folder) / "project"
             logs = Path(folder) / "logs"
             logs.mkdir()
-            with Server() as fake:  # only for the planning tick's settings; each run has its own
+            with Server(count_header=WORKER_HEADER) as fake:  # only for the planning tick's settings; each run has its own
                 template = prepare(root, server, args.messages, fake.port)
             for workers in counts:
                 _progress(f"run: {workers} worker(s), {args.messages:,} messages")
@@ -375,8 +305,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except BenchmarkError as exc:
-        print(f"benchmark failed: {exc}", file=sys.stderr)
-        sys.exit(1)
+    exit_with(main)
