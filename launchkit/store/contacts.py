@@ -161,11 +161,11 @@ def upsert(conn: Connection, people: Sequence[NewContact], *, now: datetime, con
             )
             counts.updated += len(changed)
         ids = dict(conn.execute(select(contacts.c.email, contacts.c.id).where(contacts.c.email.in_([p.email for p in chunk]))).all())
-        _add_tags(conn, [(ids[p.email], tag) for p in chunk for tag in p.tags], now)
+        add_tags(conn, [(ids[p.email], tag) for p in chunk for tag in p.tags], now)
     return counts
 
 
-def _add_tags(conn: Connection, pairs: list[tuple[int, str]], now: datetime) -> int:
+def add_tags(conn: Connection, pairs: list[tuple[int, str]], now: datetime) -> int:
     """Add (contact id, tag) pairs that are not there yet; returns how many were new."""
     if not pairs:
         return 0
@@ -192,7 +192,7 @@ def ids_for(conn: Connection, emails: Iterable[str]) -> dict[str, int]:
 def tag(conn: Connection, emails: Iterable[str], tags: Iterable[str], now: datetime) -> int:
     """Add tags to known contacts; returns how many tags were new."""
     ids = ids_for(conn, emails)
-    added = _add_tags(conn, [(cid, t) for cid in ids.values() for t in tags], now)
+    added = add_tags(conn, [(cid, t) for cid in ids.values() for t in tags], now)
     if added:
         _touch(conn, list(ids.values()), now)
     return added

@@ -9,7 +9,7 @@ from typing import Any, Sequence
 from sqlalchemy import Connection, insert, select, update
 
 from launchkit.store import next_revision, upsert_insert
-from launchkit.store.contacts import _add_tags
+from launchkit.store.contacts import add_tags
 from launchkit.store.tables import contacts, events
 
 PENDING = "pending"
@@ -55,7 +55,7 @@ def sign_up(
         contact_id, status, created = row.id, row.status, False
     _record(conn, "subscribed", contact_id, now, consent)
     if not double_opt_in and status == "subscribed":
-        _add_tags(conn, [(contact_id, tag) for tag in tags], now)
+        add_tags(conn, [(contact_id, tag) for tag in tags], now)
         conn.execute(update(contacts).where(contacts.c.id == contact_id).values(updated_at=now, revision=revision))
     return Signup(contact_id, status, created)
 
@@ -70,7 +70,7 @@ def confirm(conn: Connection, contact_id: int, tags: Sequence[str], now: datetim
         values.update(status="subscribed", status_reason=None, consent_at=now)
     conn.execute(update(contacts).where(contacts.c.id == contact_id).values(**values))
     if row.status in (PENDING, "unsubscribed", "subscribed"):
-        _add_tags(conn, [(contact_id, tag) for tag in tags], now)
+        add_tags(conn, [(contact_id, tag) for tag in tags], now)
         _record(conn, "confirmed", contact_id, now, {"tags": list(tags)})
     return str(row.email)
 
