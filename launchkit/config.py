@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from email.utils import parseaddr
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError, field_validator
 
@@ -64,6 +64,8 @@ class DeliverySettings(BaseModel):
     rate: Rate | None = None
     daily_cap: StrictInt | None = Field(None, gt=0)
     late_by: Duration = timedelta(hours=6)
+    #: Processes sharing a big send on SQLite (see launchkit/senders.py); "auto": one per core.
+    processes: Literal["auto"] | Annotated[StrictInt, Field(ge=1, le=64)] = "auto"
 
     def provider_settings(self, name: str) -> dict[str, Any]:
         return dict((self.model_extra or {}).get(name, {}))

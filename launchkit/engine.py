@@ -101,6 +101,13 @@ class Tick:
     read: Transaction | None = None
 
     def run(self, *, every_orphan: bool) -> TickReport:
+        report = self.prepare(every_orphan=every_orphan)
+        if not self.stop():
+            self.dispatch(report)
+        return report
+
+    def prepare(self, *, every_orphan: bool) -> TickReport:
+        """Everything before sending: recover what a dead tick left, then plan."""
         report = TickReport()
         idempotent = bool(getattr(self.provider, "idempotent", False))
         with self.transaction() as conn:
@@ -110,7 +117,6 @@ class Tick:
             if self.stop():
                 return report
             report.planned += self.plan(launch)
-        self.dispatch(report)
         return report
 
     # Planning.

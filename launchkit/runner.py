@@ -9,6 +9,7 @@ from typing import Callable, Iterator, Sequence
 
 from sqlalchemy import Connection
 
+from launchkit import senders
 from launchkit.compose import Composer
 from launchkit.engine import Progress, Tick, TickReport
 from launchkit.errors import LaunchkitError
@@ -73,10 +74,29 @@ def tick(
                 with _rolled_back(store.engine.connect()) as transaction:
                     engine.transaction = transaction
                     return engine.run(every_orphan=store.is_sqlite)
-            return engine.run(every_orphan=store.is_sqlite)
+            report = engine.prepare(every_orphan=store.is_sqlite)
+            if engine.stop():
+                return report
+            processes = _sending_processes(project, engine) if owned else 1
+            if processes > 1:
+                senders.dispatch(engine, report, processes, new_provider=project.provider, after_fork=store.after_fork)
+            else:
+                engine.dispatch(report)
+            return report
         finally:
             if owned and provider is not None:
                 provider.close()
+
+
+def _sending_processes(project: Project, engine: Tick) -> int:
+    """How many processes share this tick's send (see launchkit/senders.py)."""
+    delivery = project.config.delivery
+    wanted = senders.count(delivery.processes)
+    if wanted == 1 or not project.store.is_sqlite or delivery.rate or delivery.daily_cap or not senders.can_fork():
+        return 1
+    with project.store.connect() as conn:
+        due = outbox.due(conn, engine.now, up_to=senders.SHARE_FROM)
+    return wanted if due >= senders.SHARE_FROM else 1
 
 
 @contextmanager

@@ -7,7 +7,6 @@ processes where the fault is a process dying. Each test runs on SQLite and on Po
 
 from __future__ import annotations
 
-import csv
 import os
 import random
 import signal
@@ -21,13 +20,13 @@ from typing import Iterator
 
 import pytest
 
-from launchkit import audience
 from launchkit.project import Project
 from launchkit.runner import tick
 from launchkit.store.tables import outbox as outbox_table
 from tests.backends import Database
 from tests.fakes.postmark import FakePostmark
 from tests.fakes.server import serve
+from tests.postmark_projects import deliver_through_postmark, import_waitlist
 
 pytestmark = pytest.mark.every_backend
 
@@ -44,16 +43,8 @@ def postmark() -> Iterator[tuple[FakePostmark, str]]:
 
 def make_project(database: Database, tmp_path: Path, url: str, contacts: int, *, rate: str | None = None) -> Path:
     root = database.project(tmp_path / "project")
-    config = root / "launchkit.toml"
-    text = config.read_text().replace('provider = "maildir"', 'provider = "postmark"')
-    text = text.replace('rate = "50/s"', f'rate = "{rate}"' if rate else "")
-    config.write_text(text + f'\n[delivery.postmark]\nserver_token = "{TOKEN}"\nbase_url = "{url}"\n')
-    people = tmp_path / "people.csv"
-    with people.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["email", "tags"])
-        writer.writerows((f"person{i}@example.com", "newsletter, waitlist") for i in range(contacts))
-    audience.import_csv(Project.open(root, now="2029-12-20 10:00"), people)
+    deliver_through_postmark(root, url, TOKEN, rate=rate)
+    import_waitlist(root, contacts)
     return root
 
 

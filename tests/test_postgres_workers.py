@@ -13,7 +13,6 @@ The restart test needs the command that restarts the test server, in
 
 from __future__ import annotations
 
-import csv
 import os
 import random
 import shlex
@@ -29,7 +28,6 @@ from typing import Callable, Iterator
 import pytest
 from sqlalchemy import create_engine, update
 
-from launchkit import audience
 from launchkit.project import Project
 from launchkit.runner import tick
 from launchkit.store import close_pools
@@ -38,6 +36,7 @@ from launchkit.testing import RecordingProvider
 from tests.backends import Database
 from tests.fakes.postmark import FakePostmark
 from tests.fakes.server import serve
+from tests.postmark_projects import deliver_through_postmark, import_waitlist
 
 pytestmark = pytest.mark.postgresql
 
@@ -70,16 +69,9 @@ def fleet_project(postgres: Database, tmp_path: Path, url: str, contacts: int) -
     """A PostgreSQL project sending through the fake Postmark, unpaced, with ``contacts`` on the
     waitlist, planned ahead: ``welcome`` is due for each at WAITLIST_OPENS."""
     root = postgres.project(tmp_path / "project")
-    config = root / "launchkit.toml"
-    text = config.read_text().replace('provider = "maildir"', 'provider = "postmark"').replace('rate = "50/s"', "")
-    config.write_text(text + f'\n[delivery.postmark]\nserver_token = "{TOKEN}"\nbase_url = "{url}"\n')
+    deliver_through_postmark(root, url, TOKEN)
     (root / "plugins" / "worker_id.py").write_text(WORKER_PLUGIN)
-    people = tmp_path / "people.csv"
-    with people.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["email", "tags"])
-        writer.writerows((f"person{i}@example.com", "newsletter, waitlist") for i in range(contacts))
-    audience.import_csv(Project.open(root, now="2029-12-20 10:00"), people)
+    import_waitlist(root, contacts)
     tick(Project.open(root, now="2030-01-02 08:00"), provider=RecordingProvider())  # planned, as cron would have
     close_pools()  # from here on, the launchkit sessions on the database are the workers'
     return root

@@ -88,6 +88,11 @@ class Store:
             conn.execution_options(launchkit_read=True)
         return conn
 
+    def after_fork(self) -> None:
+        """In a forked child: open connections of its own, never use the parent's (nor close them)."""
+        self.engine.dispose(close=False)
+        self._tick = threading.local()
+
     def ensure_schema(self) -> None:
         """Create the schema in a new database; refuse one from another launchkit version.
 

@@ -254,6 +254,12 @@ def claim(conn: Connection, now: datetime, *, limit: int, token: str, lease_unti
     return sorted((Claimed(*r) for r in rows), key=lambda r: r.id)
 
 
+def due(conn: Connection, now: datetime, *, up_to: int) -> int:
+    """How many rows are due at ``now``, counted no further than ``up_to``."""
+    rows = select(outbox.c.id).where(outbox.c.status == SCHEDULED, outbox.c.next_attempt_at <= now).limit(up_to).subquery()
+    return int(conn.execute(select(func.count()).select_from(rows)).scalar_one())
+
+
 def mark_sending(conn: Connection, token: str, ids: Sequence[int], lease_until: datetime) -> set[int]:
     """Rows about to be handed to the provider; from here a crash makes them in_doubt.
 
