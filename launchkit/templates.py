@@ -61,8 +61,14 @@ def format_datetime(value: Any, fmt: str = "%Y-%m-%d %H:%M") -> str:
     if isinstance(value, str):
         value = datetime.fromisoformat(value)
     if isinstance(value, (datetime, date)):
-        return value.strftime(fmt)
+        return _strftime(value, fmt)
     raise TypeError(f"the datetime filter needs a date or datetime, not {type(value).__name__}")
+
+
+@functools.lru_cache(maxsize=1024)
+def _strftime(value: date, fmt: str) -> str:
+    # A send formats the same few moments (the phase's end…) for every contact.
+    return value.strftime(fmt)
 
 
 def _none_as_empty(value: Any) -> Any:
@@ -646,14 +652,17 @@ def _compile_layout(env: jinja2.Environment, source: str, what: str) -> jinja2.T
 
 # --- bodies and subjects --------------------------------------------------------------------
 
-_TRAILING_SPACE = re.compile(r"[ \t]+$", re.M)
-_BLANK_LINES = re.compile(r"\n{3,}")
 _LINE_BREAKS = re.compile(r"\s*[\r\n\x0b\x0c\x85\u2028\u2029]+\s*")
 
 
 def _tidy_text(text: str) -> str:
     # Tags whose branch was not taken leave blank lines behind; one blank line is a paragraph.
-    return _BLANK_LINES.sub("\n\n", _TRAILING_SPACE.sub("", text)).strip()
+    # String methods, not regexes: this runs for every message, and they are several times faster.
+    if " \n" in text or "\t\n" in text:
+        text = "\n".join([line.rstrip(" \t") for line in text.split("\n")])
+    while "\n\n\n" in text:
+        text = text.replace("\n\n\n", "\n\n")
+    return text.strip()
 
 
 @dataclass

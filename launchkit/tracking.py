@@ -70,23 +70,34 @@ def rewrite(
     the unsubscribe URL, which must stay as it is. Only http(s) links are tracked: mailto,
     tel and anchors go through untouched.
     """
+    # Built as a list of slices joined once: this runs for every message of a send.
+    parts: list[str] = []
+    done = 0
     if link_ids is not None:
-
-        def track(match: re.Match[str]) -> str:
-            url = htmllib.unescape(match.group(3)).strip()
-            if not url.startswith(("http://", "https://")) or url == keep:
-                return match.group(0)
-            link_id = link_ids(launch_id, email_id, url, _name_of(url, named))
-            token = tokens.sign(secret, CLICK, link_id, contact_id, variant)
-            return f"{match.group(1)}{match.group(2)}{base}/c/{token}{match.group(2)}"
-
-        html = _HREF.sub(track, html)
+        for match in _HREF.finditer(html):
+            href = match.group(3)
+            url = (htmllib.unescape(href) if "&" in href else href).strip()
+            if url.startswith(("http://", "https://")) and url != keep:
+                link_id = link_ids(launch_id, email_id, url, _name_of(url, named))
+                parts += (html[done : match.start(3)], base, "/c/", tokens.sign(secret, CLICK, link_id, contact_id, variant))
+                done = match.end(3)
     if opens:
         token = tokens.sign(secret, OPEN, contact_id, launch_id, email_id, variant)
         pixel = f'<img src="{base}/o/{token}.gif" width="1" height="1" alt="" style="display:block;border:0;width:1px;height:1px">'
-        end = _BODY_END.search(html)
-        html = f"{html[: end.start()]}{pixel}{html[end.start():]}" if end else html + pixel
-    return html
+        end = _body_end(html, done)
+        parts += (html[done:end], pixel)
+        done = end
+    parts.append(html[done:])
+    return "".join(parts)
+
+
+def _body_end(html: str, start: int) -> int:
+    """Where ``</body>`` starts (the end of ``html`` when there is none), looking from ``start``."""
+    end = html.rfind("</body>", start)  # the usual spelling first: a regex scan costs more
+    if end >= 0:
+        return end
+    found = _BODY_END.search(html, start)
+    return found.start() if found else len(html)
 
 
 def _name_of(url: str, named: dict[str, str]) -> str | None:

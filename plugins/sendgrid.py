@@ -157,7 +157,7 @@ class SendGridProvider(HttpProvider):
         refused = self.refused(message)
         if refused is not None:
             return refused
-        body = json.dumps(sendgrid_message(message), ensure_ascii=False, separators=(",", ":")).encode()
+        body = json.dumps(sendgrid_message(message), separators=(",", ":")).encode()  # ASCII: see postmark.encode
         answer = self.request([message], "POST", "/v3/mail/send", content=body, headers={"Content-Type": "application/json"})
         if isinstance(answer, list):
             return answer[0]

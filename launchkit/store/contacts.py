@@ -85,11 +85,9 @@ _COLUMNS = (
 
 
 def _contact(row: Any) -> Contact:
-    consent = row._mapping
-    return Contact(
-        row.id, row.email, row.first_name, row.last_name, row.fields or {}, row.status, row.created_at, row.revision,
-        consent.get("consent_source"), consent.get("consent_at"),
-    )
+    # The row is _COLUMNS (then the consent columns, when selected): Contact's own field order.
+    contact_id, email, first_name, last_name, fields, *rest = row
+    return Contact(contact_id, email, first_name, last_name, fields or {}, *rest)
 
 
 def upsert(conn: Connection, people: Sequence[NewContact], *, now: datetime, consent_source: str) -> Upserted:
