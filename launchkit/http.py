@@ -28,6 +28,7 @@ and ``launchkit --help`` does not pay for them.
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Sequence
 
@@ -68,15 +69,23 @@ class HttpProvider(Provider):
         #: The service may have taken a message from this provider (a 2xx, or no answer after
         #: sending): from then on refused credentials no longer stop the tick.
         self._handed_over = False
-        headers = {"User-Agent": "launchkit", **self.auth_headers()}
-        auth = self.auth()
-        self.client = httpx.Client(
+        # Settings are read now, so a mistake in them is reported before anything is claimed;
+        # the client itself is made on first use (see ``client``).
+        self._client_options = dict(
             base_url=self.client_base_url(),
             timeout=httpx.Timeout(seconds, connect=min(seconds, CONNECT_TIMEOUT)),
             transport=transport,
-            headers=headers,
-            auth=auth,
+            headers={"User-Agent": "launchkit", **self.auth_headers()},
+            auth=self.auth(),
         )
+
+    @functools.cached_property
+    def client(self) -> httpx.Client:
+        """The ``httpx.Client`` of this tick, made on first use: its TLS context costs
+        milliseconds that a tick with nothing to send (most of them) need not pay."""
+        import httpx
+
+        return httpx.Client(**self._client_options)
 
     def client_base_url(self) -> str:
         """The service's address: the ``base_url`` setting, else the class's ``base_url``."""
@@ -232,7 +241,8 @@ class HttpProvider(Provider):
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
-        self.client.close()
+        if "client" in self.__dict__:  # made, so open
+            self.client.close()
 
 
 def _number(value: Any, integer: bool) -> float | None:

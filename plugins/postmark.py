@@ -75,8 +75,9 @@ and the webhook's code (``_postmark_webhook.py``) loads only when the webhook is
 from __future__ import annotations
 
 import functools
-import json
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
+
+import orjson
 
 from launchkit import hookimpl
 from launchkit.http import HttpProvider, results_for
@@ -142,9 +143,7 @@ def postmark_message(message: OutgoingMessage, stream: str) -> dict[str, Any]:
 
 
 def encode(message: OutgoingMessage, stream: str) -> bytes:
-    # ASCII JSON (non-ASCII escaped): one emoji makes a Python string four bytes a character,
-    # and encoding such a string to UTF-8 costs more than escaping its few non-ASCII characters.
-    return json.dumps(postmark_message(message, stream), separators=(",", ":")).encode()
+    return orjson.dumps(postmark_message(message, stream))
 
 
 def batches(encoded: Sequence[tuple[OutgoingMessage, bytes]]) -> Iterator[tuple[list[OutgoingMessage], bytes]]:

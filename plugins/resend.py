@@ -84,10 +84,11 @@ and the webhook's code (``_resend_webhook.py``) loads only when the webhook is b
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import time
 from typing import TYPE_CHECKING, Any, Sequence
+
+import orjson
 
 from launchkit import hookimpl
 from launchkit.errors import LaunchkitError
@@ -224,7 +225,7 @@ class ResendBase(HttpProvider):
         """POST ``payload`` under ``key``; the very same bytes again if no answer came."""
         import httpx
 
-        content = json.dumps(payload, ensure_ascii=False).encode()
+        content = orjson.dumps(payload)
         sent_headers = {"Content-Type": "application/json", "Idempotency-Key": key, **(headers or {})}
         for _ in range(ATTEMPTS - 1):
             try:

@@ -67,8 +67,9 @@ and ``cryptography`` loads only when the webhook is built.
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Any, Sequence
+
+import orjson
 
 from launchkit import hookimpl
 from launchkit.http import HttpProvider
@@ -157,7 +158,7 @@ class SendGridProvider(HttpProvider):
         refused = self.refused(message)
         if refused is not None:
             return refused
-        body = json.dumps(sendgrid_message(message), separators=(",", ":")).encode()  # ASCII: see postmark.encode
+        body = orjson.dumps(sendgrid_message(message))
         answer = self.request([message], "POST", "/v3/mail/send", content=body, headers={"Content-Type": "application/json"})
         if isinstance(answer, list):
             return answer[0]
