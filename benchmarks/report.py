@@ -11,6 +11,11 @@ to make millions of rows in seconds), shaped like a real launch:
   emails, 45 % / 40 % of the cart emails), clicks (10 % / 5 % / 10 %);
 - purchases by 3 % of the contacts, credited to ``doors-open`` or ``faq``, 5 % refunded.
 
+The rows are what launchkit itself would have written: times in SQLAlchemy's format
+(microseconds included, which the report's range comparisons rely on), events with the A/B
+variant of their delivery, and ``event_counts`` kept by the schema's own triggers as the
+events go in, as they are for every writer (so generating takes longer than the inserts).
+
 Then, in a fresh process per size, ``launchkit.report.build`` for the launch and its JSON
 document are timed (best of ``--repeat``), with the process's peak RSS, so sizes compare:
 memory must stay flat as events grow (the aggregates run in the database).
@@ -51,31 +56,31 @@ def generate(folder: str, contacts: int) -> dict[str, Any]:
         PRAGMA journal_mode=WAL; PRAGMA synchronous=OFF;
         CREATE TEMP TABLE n AS WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < {contacts}) SELECT i FROM s;
         INSERT INTO contacts (id, email, first_name, fields, status, created_at, updated_at, revision)
-          SELECT i, 'c' || i || '@example.com', 'C' || i, '{{}}', 'subscribed', '2029-12-01 10:00:00', '2029-12-01 10:00:00', 1 FROM n;
-        INSERT INTO contact_tags SELECT i, 'newsletter', '2029-12-01 10:00:00' FROM n;
-        INSERT INTO contact_tags SELECT i, 'waitlist', datetime('2029-12-18 08:00:00', '+' || (i % 336) || ' hours') FROM n WHERE i % 10 < 6;
-        INSERT INTO enrolments SELECT '{LAUNCH}', i, 'waitlist', datetime('2029-12-18 08:00:00', '+' || (i % 336) || ' hours') FROM n WHERE i % 10 < 6;
+          SELECT i, 'c' || i || '@example.com', 'C' || i, '{{}}', 'subscribed', '2029-12-01 10:00:00.000000', '2029-12-01 10:00:00.000000', 1 FROM n;
+        INSERT INTO contact_tags SELECT i, 'newsletter', '2029-12-01 10:00:00.000000' FROM n;
+        INSERT INTO contact_tags SELECT i, 'waitlist', datetime('2029-12-18 08:00:00', '+' || (i % 336) || ' hours') || '.000000' FROM n WHERE i % 10 < 6;
+        INSERT INTO enrolments SELECT '{LAUNCH}', i, 'waitlist', datetime('2029-12-18 08:00:00', '+' || (i % 336) || ' hours') || '.000000' FROM n WHERE i % 10 < 6;
         INSERT INTO outbox (launch_id, email_id, contact_id, phase, variant, due_at, next_attempt_at, status, attempts, sent_at, updated_at)
           SELECT '{LAUNCH}', e.email_id, n.i, e.phase, CASE WHEN e.email_id = 'doors-open' THEN n.i % 2 ELSE 0 END,
                  e.at, e.at, 'sent', 1, e.at, e.at
-          FROM n JOIN (SELECT 'welcome' AS email_id, 'waitlist' AS phase, '2030-01-02 09:00:00' AS at, 1 AS waitlist_only
-                       UNION ALL SELECT 'behind-the-scenes', 'waitlist', '2030-01-04 09:00:00', 1
-                       UNION ALL SELECT 'doors-open', 'open_cart', '2030-01-09 09:00:00', 0
-                       UNION ALL SELECT 'faq', 'open_cart', '2030-01-10 10:00:00', 0) AS e
+          FROM n JOIN (SELECT 'welcome' AS email_id, 'waitlist' AS phase, '2030-01-02 09:00:00.000000' AS at, 1 AS waitlist_only
+                       UNION ALL SELECT 'behind-the-scenes', 'waitlist', '2030-01-04 09:00:00.000000', 1
+                       UNION ALL SELECT 'doors-open', 'open_cart', '2030-01-09 09:00:00.000000', 0
+                       UNION ALL SELECT 'faq', 'open_cart', '2030-01-10 10:00:00.000000', 0) AS e
           ON e.waitlist_only = 0 OR n.i % 10 < 6;
-        INSERT INTO events (kind, contact_id, launch_id, email_id, occurred_at, source, external_id, data)
-          SELECT 'delivered', contact_id, launch_id, email_id, datetime(sent_at, '+1 minute'), 'postmark', 'd' || id, '{{}}' FROM outbox;
-        INSERT INTO events (kind, contact_id, launch_id, email_id, occurred_at, source, external_id, data)
-          SELECT 'opened', contact_id, launch_id, email_id, datetime(sent_at, '+' || (contact_id % 600) || ' minutes'), 'tracking', 'o' || id, '{{}}'
+        INSERT INTO events (kind, contact_id, launch_id, email_id, variant, occurred_at, source, external_id, data)
+          SELECT 'delivered', contact_id, launch_id, email_id, variant, datetime(sent_at, '+1 minute') || '.000000', 'postmark', 'd' || id, '{{}}' FROM outbox;
+        INSERT INTO events (kind, contact_id, launch_id, email_id, variant, occurred_at, source, external_id, data)
+          SELECT 'opened', contact_id, launch_id, email_id, variant, datetime(sent_at, '+' || (contact_id % 600) || ' minutes') || '.000000', 'tracking', 'o' || id, '{{}}'
           FROM outbox WHERE (email_id IN ('welcome', 'behind-the-scenes') AND contact_id % 10 < 6)
                          OR (email_id = 'doors-open' AND contact_id % 20 < 9) OR (email_id = 'faq' AND contact_id % 5 < 2);
-        INSERT INTO events (kind, contact_id, launch_id, email_id, link, occurred_at, source, external_id, data)
-          SELECT 'clicked', contact_id, launch_id, email_id, 'checkout', datetime(sent_at, '+' || (contact_id % 600 + 1) || ' minutes'), 'tracking', 'k' || id, '{{}}'
+        INSERT INTO events (kind, contact_id, launch_id, email_id, variant, link, occurred_at, source, external_id, data)
+          SELECT 'clicked', contact_id, launch_id, email_id, variant, 'checkout', datetime(sent_at, '+' || (contact_id % 600 + 1) || ' minutes') || '.000000', 'tracking', 'k' || id, '{{}}'
           FROM outbox WHERE (email_id = 'doors-open' AND contact_id % 10 = 0) OR (email_id = 'faq' AND contact_id % 20 = 1)
                          OR (email_id = 'welcome' AND contact_id % 10 = 2);
         INSERT INTO conversions (email, product, amount, currency, occurred_at, status, refunded_at, source, external_id, created_at, launch_id, email_id)
-          SELECT 'c' || i || '@example.com', 'course', 99, 'USD', datetime('2030-01-09 09:30:00', '+' || (i % 110) || ' hours'),
-                 CASE WHEN i % 20 = 0 THEN 'refunded' ELSE 'paid' END, NULL, 'stripe', 'pi_' || i, '2030-01-15 00:00:00',
+          SELECT 'c' || i || '@example.com', 'course', 99, 'USD', datetime('2030-01-09 09:30:00', '+' || (i % 110) || ' hours') || '.000000',
+                 CASE WHEN i % 20 = 0 THEN 'refunded' ELSE 'paid' END, NULL, 'stripe', 'pi_' || i, '2030-01-15 00:00:00.000000',
                  '{LAUNCH}', CASE WHEN i % 2 = 0 THEN 'doors-open' ELSE 'faq' END
           FROM n WHERE i % 100 < 3;
         DROP TABLE n;

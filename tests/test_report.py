@@ -7,7 +7,6 @@ stored as webhooks store them, purchases recorded and attributed, a refund.
 from __future__ import annotations
 
 import csv
-import io
 import json
 import shutil
 from datetime import datetime, timezone

@@ -30,13 +30,15 @@ from launchkit.errors import LaunchkitError
 from launchkit.store.tables import counters, meta
 
 #: The Alembic revision this code expects; tests check it is the migrations' head.
-SCHEMA_REVISION = "0003"
+SCHEMA_REVISION = "0004"
 
 #: PostgreSQL advisory lock classes (the first key of the two-key form), "LK" and the next:
 #: schema migrations take (MIGRATION_LOCK, 0) for their transaction; a tick's claims are
-#: owned by (CLAIM_OWNER_LOCK, hashtext(claim token)) for its session.
+#: owned by (CLAIM_OWNER_LOCK, hashtext(claim token)) for its session; a transaction that
+#: writes events takes (EVENT_COUNTS_LOCK, 0) in the triggers that keep ``event_counts``.
 MIGRATION_LOCK = 0x4C4B
 CLAIM_OWNER_LOCK = 0x4C4C
+EVENT_COUNTS_LOCK = 0x4C4D
 
 #: Connections per PostgreSQL pool. A tick (``launchkit run``, each tick of ``launchkit
 #: scheduler``) uses one connection for its whole run; ``launchkit serve`` one per request
