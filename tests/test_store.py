@@ -44,3 +44,27 @@ def test_a_relative_sqlite_path_is_relative_to_the_project_not_the_working_direc
     (tmp_path / "project").mkdir()
     store.ensure_schema()
     assert (tmp_path / "project" / "launchkit.db").exists()
+
+
+def test_contacts_changed_since_a_revision_come_in_pages_in_order_across_revisions(tmp_path: Path) -> None:
+    from datetime import datetime, timezone
+
+    from launchkit.store import contacts
+
+    store = Store("sqlite:///launchkit.db", tmp_path)
+    now = datetime(2030, 1, 1, tzinfo=timezone.utc)
+    with store.begin() as conn:
+        contacts.upsert(conn, [contacts.NewContact(f"a{i}@example.com") for i in range(7)], now=now, consent_source="test")
+        contacts.upsert(conn, [contacts.NewContact(f"b{i}@example.com") for i in range(5)], now=now, consent_source="test")
+        contacts.tag(conn, ["a1@example.com"], ["again"], now)  # a1 moves to the newest revision
+    with store.connect() as conn:
+        pages: list[list[str]] = []
+        after = None
+        while page := contacts.changed_since(conn, 0, after, limit=3):
+            pages.append([c.email.split("@")[0] for c in page])
+            after = (page[-1].revision, page[-1].id)
+        first_import = contacts.changed_since(conn, 0, limit=1)[0].revision
+        since_first = contacts.changed_since(conn, first_import, limit=100)
+    # Pages of 3 run through one revision's contacts and on into the next ones, each once.
+    assert pages == [["a0", "a2", "a3"], ["a4", "a5", "a6"], ["b0", "b1", "b2"], ["b3", "b4", "a1"]]
+    assert [c.email.split("@")[0] for c in since_first] == ["b0", "b1", "b2", "b3", "b4", "a1"]

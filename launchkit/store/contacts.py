@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Iterable, Iterator, Sequence
 
-from sqlalchemy import Connection, and_, bindparam, delete, false, func, insert, not_, or_, select, true, tuple_, update
+from sqlalchemy import Connection, and_, bindparam, delete, false, func, insert, not_, or_, select, true, update
 from sqlalchemy.sql.elements import ColumnElement
 
 from launchkit.conditions import Facts, Formula
@@ -247,16 +246,22 @@ def changed_since(conn: Connection, revision: int, after: tuple[int, int] | None
     Pass the last batch's final (revision, id) as ``after`` to get the following batch
     (keyset paging: each batch is an index range, whatever the audience's size).
     """
-    # Without ``after``, start past every id of ``revision`` itself: those contacts were planned.
-    last_revision, last_id = after or (revision, sys.maxsize)
-    rows = conn.execute(
-        select(*_COLUMNS)
-        # A row-value comparison: both SQLite and PostgreSQL answer it from the index, where
-        # the equivalent OR makes SQLite scan it.
-        .where(tuple_(contacts.c.revision, contacts.c.id) > tuple_(last_revision, last_id))
-        .order_by(contacts.c.revision, contacts.c.id)
-        .limit(limit)
-    ).all()
+    # Two seeks, the rest of ``after``'s revision then the later ones: SQLite seeks a row-value
+    # comparison, or the equivalent OR, on the revision alone, then reads every contact of that
+    # revision (a whole imported audience shares one) before the first it returns.
+    rows = []
+    if after is not None:
+        rows = conn.execute(
+            select(*_COLUMNS).where(contacts.c.revision == after[0], contacts.c.id > after[1]).order_by(contacts.c.id).limit(limit)
+        ).all()
+    if len(rows) < limit:
+        # Without ``after``, past every contact of ``revision`` itself: those were planned.
+        rows += conn.execute(
+            select(*_COLUMNS)
+            .where(contacts.c.revision > (after[0] if after else revision))
+            .order_by(contacts.c.revision, contacts.c.id)
+            .limit(limit - len(rows))
+        ).all()
     return [_contact(r) for r in rows]
 
 
