@@ -57,11 +57,10 @@ test: install
 	$(MAKE) --no-print-directory bench-smoke
 
 # The benchmarks at a small size, so they never rot: they check what they measure (every
-# message sent once) but time nothing that could fail on a busy machine.
+# message sent once) but time nothing that could fail on a busy machine. The suite is the
+# command behind docs/benchmarks.md (send + floor, plan, idle tick, report, peak RSS).
 bench-smoke: install
-	$(BIN)/python -m benchmarks tick --sizes 10000 --memory-sizes '' --idle-ticks 3 > /dev/null
-	$(BIN)/python -m benchmarks.send --messages 2000 > /dev/null
-	$(BIN)/python -m benchmarks.report --sizes 10000 --repeat 1 > /dev/null
+	$(BIN)/python -m benchmarks suite --sizes 10000 --idle-ticks 5 --report-repeat 1 > /dev/null
 	$(BIN)/python -m benchmarks.serve --smoke > /dev/null
 	@if [ -n "$$LAUNCHKIT_TEST_POSTGRES" ]; then \
 		$(BIN)/python -m benchmarks.workers --messages 2000 --workers 2 > /dev/null; \

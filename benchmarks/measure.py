@@ -21,7 +21,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 #: The folder holding the ``benchmarks`` package: children run from there so ``-m`` finds it.
 ROOT = Path(__file__).resolve().parent.parent
@@ -158,26 +158,33 @@ def run_child(target: str, *, code: Path | None = None, **kwargs: Any) -> dict[s
     return json.loads(lines[-1][len(_RESULT) :])
 
 
-def snapshot(dest: Path, packages: dict[str, str], *, rev: str | None = None) -> dict[str, Any]:
+def snapshot(dest: Path, packages: dict[str, str], *, rev: str | None = None, working_tree: Sequence[str] = ()) -> dict[str, Any]:
     """Freeze the code under test: copy each ``package: folder`` of the repository into ``dest``.
 
     The working tree is copied as it is, or, with ``rev``, the folders at that git revision
     (``git archive``, which changes nothing in the repository); a folder git does not know at
-    ``rev`` (the benchmarks themselves) comes from the working tree. Other people may edit the
-    code while a long run goes on: every child runs this copy, so one run measures one version.
+    ``rev``, or a package named in ``working_tree`` (the benchmark's own code, say), comes from
+    the working tree. Other people may edit the code while a long run goes on: every child runs
+    this copy, so one run measures one version. ``benchmarks/out`` (results) is not copied.
     Returns where the code came from and a fingerprint of it.
     """
     dest.mkdir(parents=True)
+    results = ROOT / "benchmarks" / "out"
+
+    def ignore(folder: str, names: list[str]) -> list[str]:
+        skipped = [n for n in names if n == "__pycache__" or n.endswith(".pyc")]
+        return skipped + (["out"] if Path(folder) == results.parent and "out" in names else [])
+
     for package, folder in packages.items():
         source = ROOT / folder
         target = dest / package
-        if rev is not None and _git("ls-tree", "--name-only", rev, folder):
+        if rev is not None and package not in working_tree and _git("ls-tree", "--name-only", rev, folder):
             archive = subprocess.run(["git", "archive", "--format=tar", rev, folder], cwd=ROOT, capture_output=True, check=True).stdout
             subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
             if folder != package:
                 (dest / folder).rename(target)
         else:
-            shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+            shutil.copytree(source, target, ignore=ignore)
     digest = hashlib.sha256()
     for path in sorted(dest.rglob("*")):
         if path.is_file() and path.parts[len(dest.parts)] != "benchmarks":
@@ -198,10 +205,6 @@ def _child_main(argv: list[str]) -> None:
     print(_RESULT + json.dumps(result), flush=True)
 
 
-if __name__ == "__main__":
-    _child_main(sys.argv[1:])
-
-
 def outbox_rows(folder: Path) -> dict[str, dict[str, int]]:
     """Outbox rows by status, then by email (``launchkit.store.outbox.counts``)."""
     from launchkit.project import Project
@@ -215,3 +218,51 @@ def outbox_rows(folder: Path) -> dict[str, dict[str, int]]:
     for (_launch, email, status), n in counts.items():
         rows.setdefault(status, {})[email] = rows.get(status, {}).get(email, 0) + n
     return rows
+
+
+def progress(size: int, message: str) -> None:
+    """A progress line on stderr, prefixed with the audience size it is about."""
+    print(f"[{size:>9,}] {message}", file=sys.stderr, flush=True)
+
+
+def write_json(path: Path | None, data: Any) -> None:
+    """Write ``data`` as indented JSON to ``path`` (its folder created); nothing when None."""
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def machine() -> dict[str, Any]:
+    """What the figures were measured on: CPU model and cores, RAM, OS, Python, SQLite, load, git HEAD."""
+    import platform
+    import sqlite3
+
+    def proc(path: str, key: str) -> str | None:
+        try:
+            with open(path, encoding="utf-8") as lines:
+                for line in lines:
+                    name, _, value = line.partition(":")
+                    if name.strip() == key:
+                        return value.strip()
+        except OSError:
+            pass
+        return None
+
+    memory_kib = proc("/proc/meminfo", "MemTotal")
+    changed = _git("status", "--porcelain", "--", "launchkit", "plugins", "benchmarks")
+    return {
+        "cpu": proc("/proc/cpuinfo", "model name") or platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "ram_gib": round(int(memory_kib.split()[0]) / 1024**2, 1) if memory_kib else None,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "sqlite": sqlite3.sqlite_version,
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "git_head": _git("rev-parse", "--short", "HEAD"),
+        "git_changes": len(changed.splitlines()) if changed else 0,
+    }
+
+
+if __name__ == "__main__":
+    _child_main(sys.argv[1:])

@@ -2,21 +2,29 @@
 
     .venv/bin/python -m benchmarks.send [--messages 100000] [--repeat 1] [--json OUT] [--profile OUT.prof]
 
-A fresh project from ``launchkit init``'s skeleton (``init_project``), N contacts imported
-from a generated CSV, delivery set to ``postmark`` pointed at a local Postmark-compatible
-server (``tests.fakes.postmark.FakePostmark`` under uvicorn) running in ANOTHER process, so
-that it does not take the measured process's GIL; it has no latency. Tracking has a
-``base_url``, so every unsubscribe link is a signed https URL, as in a real launch.
+The scenario is ``benchmarks.scenario``'s, the same as ``python -m benchmarks suite``: a
+project from ``launchkit init``'s skeleton whose launch is one French email, ``ouverture``
+(personalised body, four tracked links, two A/B subjects), N contacts imported, delivery
+set to ``postmark`` pointed at a local Postmark-compatible server
+(``tests.fakes.postmark.FakePostmark`` under uvicorn) running in ANOTHER process, so that it
+does not take the measured process's GIL; it has no latency. Tracking has a ``base_url``, so
+links, the open pixel and the unsubscribe link are signed https URLs, as in a real launch.
 
-1. a planning tick one minute before the cart opens (everything earlier is settled then);
-2. **send**: the tick at the moment the cart opens: ``doors-open`` (A/B subjects, links
-   ``{{ links.checkout }}`` and ``{{ links.sales_page }}``, a preheader, the layout) is due
-   for all N contacts and nothing else. Wall seconds from the outbox to accepted;
-3. **floor**: the same process only renders and serialises those N messages
-   (``Composer.compose`` for each contact + the Postmark JSON body): no database, no HTTP.
+Each step runs in a fresh process, so the send's peak memory is its own:
+
+1. set-up: the project and the import; then a planning tick one minute before the cart
+   opens (``ouverture`` scheduled for all N);
+2. **send**: the tick at the moment the cart opens: ``ouverture`` is due for all N contacts
+   and nothing else. Wall seconds from the outbox to accepted, and the process's peak RSS
+   right after it;
+3. **floor**: then, in the same process, the same N messages only rendered and serialised
+   (``Composer.compose`` for each contact, links tracked, + the Postmark JSON request
+   bodies): no database, no HTTP. Contacts are read 1,000 at a time by id range, outside the
+   timed part, so memory stays flat. Link ids come from a dict, as the send's own cache gives
+   them after its first message.
 
 The server must have accepted every message exactly once (distinct ``Metadata.key``), and
-the outbox must hold N ``doors-open`` rows sent; otherwise the run fails. With ``--repeat R``
+the outbox must hold N ``ouverture`` rows sent; otherwise the run fails. With ``--repeat R``
 the planned database is copied before the first send and restored before each next one.
 """
 
@@ -26,23 +34,18 @@ import argparse
 import json
 import multiprocessing
 import os
-import re
 import shutil
 import socket
-import sys
 import tempfile
 import time
-from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from benchmarks.measure import BenchmarkError, Spans, exit_with, outbox_rows, peak_rss_mb, profiled
+from benchmarks import scenario
+from benchmarks.measure import BenchmarkError, Spans, exit_with, outbox_rows, peak_rss_mb, profiled, progress, run_child
+from benchmarks.scenario import EMAIL, TOKEN, moments
 
-TODAY = date(2030, 1, 7)  #: the day the project is "created", as in benchmarks.tick
-IMPORT_AT = f"{TODAY} 08:00"
-EMAIL = "doors-open"
-TOKEN = "bench-token"
-TAGS = "newsletter, waitlist"
+FLOOR_BATCH = 1000  #: contacts the floor reads at a time
 
 
 def serve(port: int, ready: Any, stop: Any, accepted: Any, results: Any, count_header: str | None) -> None:
@@ -123,61 +126,8 @@ class Server:
                 self.process.kill()
 
 
-def write_audience_csv(path: Path, size: int) -> Path:
-    """N distinct contacts with names (some accented) and a city, tagged newsletter and waitlist."""
-    cities = ("London", "Paris", "Lyon", "Berlin", "Madrid", "Oslo", "Lisbon", "Rome")
-    firsts = ("Ada", "Zoë", "Renée", "Jürgen", "Søren", "Grace", "Alan", "Amélie")
-    with path.open("w", encoding="utf-8", newline="") as out:
-        out.write("email,first_name,last_name,city,tags\n")
-        for i in range(size):
-            out.write(f'person{i:07d}@example.com,{firsts[i % len(firsts)]},Last{i},{cities[i % len(cities)]},"{TAGS}"\n')
-    return path
-
-
-def configure(root: Path, port: int) -> None:
-    """Deliver through postmark at the local server, unpaced, with a tracking base URL."""
-    config = root / "launchkit.toml"
-    text = config.read_text(encoding="utf-8")
-    text = re.sub(r'^provider\s*=\s*"maildir"', 'provider = "postmark"', text, count=1, flags=re.M)
-    text = re.sub(r"^rate\s*=.*$", "# rate: removed by the benchmark, which measures launchkit unpaced", text, count=1, flags=re.M)
-    text = re.sub(r'^base_url\s*=\s*""', 'base_url = "https://go.example.com"', text, count=1, flags=re.M)
-    text += f'\n[delivery.postmark]\nserver_token = "{TOKEN}"\nbase_url = "http://127.0.0.1:{port}"\n'
-    config.write_text(text, encoding="utf-8")
-
-
-def moments() -> tuple[str, str]:
-    """(planning tick, send tick): one minute before the cart opens, and the moment it opens."""
-    from launchkit.scaffold import DATE_FORMAT, skeleton_dates
-
-    opens = skeleton_dates(TODAY)["@CART_OPENS@"]
-    before = (datetime.strptime(opens, DATE_FORMAT) - timedelta(minutes=1)).strftime(DATE_FORMAT)
-    return before, opens
-
-
-def prepare(root: Path, size: int, port: int) -> None:
-    from launchkit import audience
-    from launchkit.project import Project
-    from launchkit.runner import tick
-    from launchkit.scaffold import init_project
-
-    init_project(root, TODAY)
-    configure(root, port)
-    csv_path = write_audience_csv(root / "benchmark-audience.csv", size)
-    _progress(size, "importing contacts")
-    report = audience.import_csv(Project.open(root, now=IMPORT_AT), csv_path)
-    if report.created != size or report.problems:
-        raise BenchmarkError(f"imported {report.created} of {size} contacts ({len(report.problems)} problems)")
-    plan_at, _ = moments()
-    _progress(size, f"planning tick at {plan_at}")
-    project = Project.open(root, now=plan_at)
-    planned = tick(project)
-    project.store.close()
-    if planned.sent:
-        raise BenchmarkError(f"the planning tick sent {planned.sent} messages")
-
-
-def send_tick(root: Path, size: int, profile: Path | None) -> tuple[float, float, Any]:
-    """The timed tick (wall, cpu seconds, report), in this process."""
+def send_tick(root: Path, size: int, profile: Path | None) -> tuple[float, float, Any, dict[str, float]]:
+    """The timed tick (wall, cpu seconds, report, spans), in this process."""
     from launchkit.project import Project
     from launchkit.runner import tick
 
@@ -186,7 +136,7 @@ def send_tick(root: Path, size: int, profile: Path | None) -> tuple[float, float
     # Opening the project (config, launches, plugins, schema) is start-up, not sending.
     project.launches, project.plugins
     project.store.ensure_schema()
-    _progress(size, f"sending {EMAIL!r} at {opens}")
+    progress(size, f"sending {EMAIL!r} at {opens}")
     with profiled(profile), Spans(_spans()) as spans:
         started, cpu = time.perf_counter(), time.process_time()
         report = tick(project)
@@ -214,79 +164,113 @@ def _spans() -> dict[str, tuple[object, str]]:
 
 
 def floor(root: Path, size: int) -> float:
-    """Seconds to compose N messages and encode their Postmark bodies: the work no send can avoid."""
+    """Seconds to compose N messages and encode their Postmark request bodies: the work no send
+    can avoid. Contacts are read ``FLOOR_BATCH`` at a time by id range; only composing and
+    encoding are timed."""
     from launchkit.project import Project
     from launchkit.runner import composers
     from launchkit.store import contacts as contact_store
-    from launchkit_plugins.postmark import DEFAULT_STREAM, encode
+    from launchkit_plugins.postmark import DEFAULT_STREAM, batches, encode
 
     _, opens = moments()
     project = Project.open(root, now=opens)
-    launch = next(iter(project.launches.values()))
+    launch = project.launches[scenario.LAUNCH]
     email = launch.email(EMAIL)
     composer = composers(project, project.secret())[launch.id]
-    with project.store.connect() as conn:
-        people = list(contact_store.by_ids(conn, list(range(1, size + 1))).values())
-    project.store.close()
-    if len(people) != size:
-        raise BenchmarkError(f"found {len(people)} contacts, expected {size}")
     now = project.now()
     window = launch.window(email.phase, None)
-    composer.compose(email, people[0], window, now)  # compiles the templates, as the tick's first row does
-    _progress(size, "floor: compose + Postmark JSON")
-    started = time.perf_counter()
-    for person in people:
-        encode(composer.compose(email, person, window, now), DEFAULT_STREAM)
-    return time.perf_counter() - started
+    ids: dict[str, int] = {}
+
+    def link_ids(_launch: str, _email: str, url: str, _name: str | None) -> int:
+        return ids.setdefault(url, len(ids) + 1)
+
+    seconds, composed, requests = 0.0, 0, 0
+    with project.store.connect() as conn:
+        for start in range(1, size + 1, FLOOR_BATCH):
+            people = contact_store.by_ids(conn, list(range(start, min(start + FLOOR_BATCH, size + 1)))).values()
+            if start == 1:
+                # Compiles the templates, as the send's first row does; and checks the scenario.
+                first = next(iter(people))
+                scenario.check_message(composer.compose(email, first, window, now, link_ids), first, ids)
+                progress(size, "floor: compose + Postmark JSON request bodies")
+            began = time.perf_counter()
+            encoded = [(message, encode(message, DEFAULT_STREAM)) for message in (composer.compose(email, p, window, now, link_ids) for p in people)]
+            requests += sum(1 for _ in batches(encoded))
+            seconds += time.perf_counter() - began
+            composed += len(encoded)
+    project.store.close()
+    if composed != size:
+        raise BenchmarkError(f"the floor composed {composed} messages for {size} contacts")
+    return seconds
 
 
-def run(size: int, repeat: int, workdir: Path | None, profile: Path | None) -> dict[str, Any]:
+def measure(folder: str, size: int, profile: str | None = None) -> dict[str, Any]:
+    """The send tick, then the floor, in this (fresh) process: their seconds and peak RSS.
+
+    The send's peak is read before the floor runs (peak RSS only grows)."""
+    root = Path(folder)
+    baseline = peak_rss_mb()
+    seconds, cpu_seconds, report, spans = send_tick(root, size, Path(profile) if profile else None)
+    send_peak = peak_rss_mb()
+    rows = outbox_rows(root)
+    if report.sent != size or rows.get("sent") != {EMAIL: size} or sum(n for r in rows.values() for n in r.values()) != size:
+        raise BenchmarkError(f"expected {EMAIL!r} sent to {size}; the tick reported {report.sent} sent ({report.failures[:3]}), the outbox {rows}")
+    floor_seconds = floor(root, size)
+    return {
+        "send_seconds": seconds,
+        "send_cpu_seconds": cpu_seconds,
+        "floor_seconds": floor_seconds,
+        "rss_mb": {"before": baseline, "send": send_peak, "floor": peak_rss_mb()},
+        "spans": spans,
+        "outbox_rows": rows,
+    }
+
+
+def check_received(received: dict[str, Any], size: int, sends: int) -> None:
+    """The fake Postmark took each of the N messages ``sends`` times, every answer a 200."""
+    if received["accepted"] != size * sends or received["distinct_keys"] != size:
+        raise BenchmarkError(f"the server accepted {received['accepted']} messages ({received['distinct_keys']} distinct) for {size} × {sends} sends")
+    if received["statuses"] != [200]:
+        raise BenchmarkError(f"the server answered {received['statuses']}")
+
+
+def run(size: int, repeat: int, workdir: Path | None, profile: Path | None, code: Path | None = None) -> dict[str, Any]:
+    """Set up and plan once, then ``repeat`` sends (each followed by its floor), each in a fresh process."""
     folder = Path(tempfile.mkdtemp(prefix=f"send-{size}-", dir=workdir))
     try:
         with Server() as server:
-            prepare(folder, size, server.port)
+            setup = run_child("benchmarks.scenario:create", code=code, folder=str(folder), size=size, port=server.port)
+            plan = run_child("benchmarks.scenario:plan", code=code, folder=str(folder), size=size)
             planned_db = folder / "launchkit.db.planned"
             shutil.copyfile(folder / "launchkit.db", planned_db)
             runs = []
             for attempt in range(repeat):
                 if attempt:
                     shutil.copyfile(planned_db, folder / "launchkit.db")
-                seconds, cpu_seconds, report, spans = send_tick(folder, size, profile if attempt == 0 else None)
-                rows = outbox_rows(folder)
-                sent = rows.get("sent", {})
-                if report.sent != size or sent != {EMAIL: size}:
-                    raise BenchmarkError(f"expected {EMAIL!r} sent to {size}; the tick reported {report.sent} sent ({report.failures[:3]}), the outbox {rows}")
-                floor_seconds = floor(folder, size)
-                runs.append({"send_seconds": seconds, "send_cpu_seconds": cpu_seconds, "floor_seconds": floor_seconds, "peak_rss_mb": peak_rss_mb(), "spans": spans})
+                traced = str(profile.resolve()) if profile and attempt == 0 else None
+                runs.append(run_child("benchmarks.send:measure", code=code, folder=str(folder), size=size, profile=traced))
             received = server.stop()
-        if received["accepted"] != size * repeat or received["distinct_keys"] != size:
-            raise BenchmarkError(f"the server accepted {received['accepted']} messages ({received['distinct_keys']} distinct) for {size} × {repeat} sends")
-        if received["statuses"] != [200]:
-            raise BenchmarkError(f"the server answered {received['statuses']}")
-        return {"messages": size, "runs": runs, "server": received}
+        check_received(received, size, repeat)
+        return {"messages": size, "import": setup, "plan": plan, "runs": runs, "server": received}
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
 
 def table(result: dict[str, Any]) -> str:
     lines = [
-        "| messages | send s | messages/s | floor s | floor messages/s | send/floor | peak RSS MiB |",
-        "|---:|---:|---:|---:|---:|---:|---:|",
+        "| messages | send s | messages/s | floor s | floor messages/s | send/floor | send peak RSS MiB | after the floor |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     n = result["messages"]
     for r in result["runs"]:
         s, f = r["send_seconds"], r["floor_seconds"]
-        lines.append(f"| {n:,} | {s:.2f} | {n / s:,.0f} | {f:.2f} | {n / f:,.0f} | {s / f:.2f} | {r['peak_rss_mb']:.0f} |")
+        lines.append(f"| {n:,} | {s:.2f} | {n / s:,.0f} | {f:.2f} | {n / f:,.0f} | {s / f:.2f} | {r['rss_mb']['send']:.0f} | {r['rss_mb']['floor']:.0f} |")
     spans = [r["spans"] for r in result["runs"]]
     lines += ["", "| send › part (µs/message, callees included) | " + " | ".join(f"run {i + 1}" for i in range(len(spans))) + " |"]
     lines.append("|---|" + "---:|" * len(spans))
     for name in spans[0]:
         lines.append(f"| {name} | " + " | ".join(f"{s[name] / n * 1e6:.1f}" for s in spans) + " |")
     return "\n".join(lines)
-
-
-def _progress(size: int, message: str) -> None:
-    print(f"[{size:>9,}] {message}", file=sys.stderr, flush=True)
 
 
 def main() -> int:

@@ -55,7 +55,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.measure import ROOT, BenchmarkError, child_env, exit_with, outbox_rows, peak_rss_mb
-from benchmarks.send import IMPORT_AT, TODAY, TOKEN, moments, write_audience_csv
+from benchmarks.scenario import IMPORT_AT, TODAY, TOKEN, moments, write_audience_csv
 
 WARMUP = 2.0
 SEED = 20300107

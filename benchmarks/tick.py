@@ -32,17 +32,28 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import date, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from benchmarks.measure import BenchmarkError, Spans, Stopwatch, child_env, outbox_rows, peak_rss_mb, profiled, run_child, snapshot, summary
+from benchmarks.measure import (
+    BenchmarkError,
+    Spans,
+    Stopwatch,
+    child_env,
+    machine,
+    outbox_rows,
+    peak_rss_mb,
+    profiled,
+    progress,
+    run_child,
+    snapshot,
+    summary,
+)
+from benchmarks.scenario import IMPORT_AT, TODAY, write_audience_csv
 
-TODAY = date(2030, 1, 7)  #: the day the project is "created": the skeleton's dates follow from it
-IMPORT_AT = f"{TODAY} 08:00"
 PLAN_AT = f"{TODAY} 20:00"  #: the evening before the waitlist starts: nothing is due yet
 PROCESS_TICKS = 5
-TAGS = "newsletter, waitlist"
 DUE_EMAIL = "welcome"  #: the only email due when the waitlist starts ("join", in the waitlist phase)
 #: What the benchmark freezes and runs: import name -> folder in the repository.
 PACKAGES = {"launchkit": "launchkit", "launchkit_plugins": "plugins", "benchmarks": "benchmarks"}
@@ -58,9 +69,11 @@ def send_moment() -> str:
 def _tick_spans() -> dict[str, tuple[object, str]]:
     """The parts of a tick timed separately. Names are what the table prints."""
     from launchkit.engine import Tick
+    from launchkit.project import Project
     from launchkit.store import contacts, outbox
 
     return {
+        "provider": (Project, "provider"),  # building it: an HTTP provider makes its client (TLS context)
         "recover": (outbox, "recover"),
         "plan": (Tick, "plan"),
         "plan.load contacts": (contacts, "changed_since"),
@@ -77,16 +90,6 @@ def _tick_spans() -> dict[str, tuple[object, str]]:
 
 
 # --- the steps (each runs inside a child process) ------------------------------------
-
-
-def write_audience_csv(path: Path, size: int) -> Path:
-    """N distinct contacts with names and a city, each tagged newsletter and waitlist."""
-    cities = ("London", "Paris", "Lyon", "Berlin", "Madrid", "Oslo", "Lisbon", "Rome")
-    with path.open("w", encoding="utf-8", newline="") as out:
-        out.write("email,first_name,last_name,city,tags\n")
-        for i in range(size):
-            out.write(f'person{i:07d}@example.com,First{i},Last{i},{cities[i % len(cities)]},"{TAGS}"\n')
-    return path
 
 
 def configure_delivery(root: Path, rate: str | None) -> None:
@@ -160,20 +163,20 @@ def prepare(folder: str, size: int, idle_ticks: int, rate: str | None = None, pr
     configure_delivery(root, rate)
     csv_path = write_audience_csv(root / "benchmark-audience.csv", size)
 
-    _progress(size, "importing contacts")
+    progress(size, "importing contacts")
     with Stopwatch() as imported:
         report = audience.import_csv(Project.open(root, now=IMPORT_AT), csv_path)
     if report.created != size or report.problems:
         raise BenchmarkError(f"imported {report.created} of {size} contacts ({len(report.problems)} problems)")
 
-    _progress(size, "first tick: planning")
+    progress(size, "first tick: planning")
     with profiled(profile("plan")):
         plan = timed_tick(root, PLAN_AT)
     rows = outbox_rows(root)
     if plan["report"]["sent"] or _total(rows) < size or rows.get("scheduled", {}).get(DUE_EMAIL) != size:
         raise BenchmarkError(f"the planning tick sent {plan['report']['sent']} and left {rows} in the outbox")
 
-    _progress(size, f"{idle_ticks} idle ticks after the import")
+    progress(size, f"{idle_ticks} idle ticks after the import")
     with profiled(profile("idle-after-import")):
         idle_after_import = [timed_tick(root, PLAN_AT) for _ in range(idle_ticks)]
 
@@ -182,7 +185,7 @@ def prepare(folder: str, size: int, idle_ticks: int, rate: str | None = None, pr
     audience.tag(project, ["person0000000@example.com"], ["benchmark-touched"])
     project.store.close()
     timed_tick(root, PLAN_AT)  # plans that one change, like the cron tick a minute later
-    _progress(size, f"{idle_ticks} steady idle ticks")
+    progress(size, f"{idle_ticks} steady idle ticks")
     with profiled(profile("idle-steady")):
         idle_steady = [timed_tick(root, PLAN_AT) for _ in range(idle_ticks)]
     return {
@@ -206,7 +209,7 @@ def send(folder: str, size: int, profile_dir: str | None = None) -> dict[str, An
     # growth measured after it is the send's own.
     timed_tick(root, PLAN_AT)
     baseline = peak_rss_mb()
-    _progress(size, f"sending {DUE_EMAIL!r} to {size:,} contacts")
+    progress(size, f"sending {DUE_EMAIL!r} to {size:,} contacts")
     with profiled(_profile_path(profile_dir, size)("send")):
         result = timed_tick(root, send_moment())
     result["rss_mb"] = {"interpreter": started_rss, "baseline": baseline, "peak": peak_rss_mb()}
@@ -248,10 +251,6 @@ def _profile_path(profile_dir: str | None, size: int) -> Callable[[str], Path | 
     return lambda stage: Path(profile_dir) / f"{stage}-{size}" if profile_dir else None
 
 
-def _progress(size: int, message: str) -> None:
-    print(f"[{size:>9,}] {message}", file=sys.stderr, flush=True)
-
-
 # --- the run (in the parent process) ---------------------------------------------------
 
 
@@ -278,7 +277,7 @@ def run_size(size: int, *, run_dir: Path, code: Path, idle_ticks: int, rate: str
         result = run_child(
             "benchmarks.tick:prepare", code=code, folder=str(folder), size=size, idle_ticks=idle_ticks, rate=rate, profile_dir=profile
         )
-        _progress(size, f"{PROCESS_TICKS} idle `launchkit run` processes")
+        progress(size, f"{PROCESS_TICKS} idle `launchkit run` processes")
         result["idle_process"] = process_ticks(folder, PROCESS_TICKS, code)
         result["send"] = run_child("benchmarks.tick:send", code=code, folder=str(folder), size=size, profile_dir=profile)
         result["project"] = str(folder)
@@ -310,7 +309,7 @@ def run(
     data: dict[str, Any] = {
         "benchmark": "tick",
         "started": datetime.now().isoformat(timespec="seconds"),
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        "machine": machine(),
         "code": snapshot(run_dir / "code", PACKAGES, rev=rev),
         "load_average": {"before": os.getloadavg()},
         "settings": {

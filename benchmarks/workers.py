@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.measure import BenchmarkError, exit_with
+from benchmarks.scenario import TOKEN  # the token the fake Postmark (send.Server) expects
 from benchmarks.send import Server
 from launchkit.engine import CLAIM_BATCH
 
@@ -50,7 +51,6 @@ TODAY = date(2030, 1, 1)  #: the example launch's waitlist opens 2030-01-02 09:0
 PLAN_AT = "2030-01-01 20:00"
 SEND_AT = "2030-01-02 09:05"
 HELD = "2100-01-01 00:00"  #: where held-back rows wait for the workers to be ready
-TOKEN = "bench-token"
 WORKER_HEADER = "X-Launchkit-Worker"
 WORKER_PLUGIN = f'''"""Stamps each message with the worker process that sends it (benchmarks.workers)."""
 import os
