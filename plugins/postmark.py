@@ -143,7 +143,9 @@ def postmark_message(message: OutgoingMessage, stream: str) -> dict[str, Any]:
 
 
 def encode(message: OutgoingMessage, stream: str) -> bytes:
-    return orjson.dumps(postmark_message(message, stream))
+    # Copied to bytes of their own size: orjson's come with tens of kilobytes of spare
+    # capacity each, and a batch holds 500 of them until it is sent.
+    return bytes(memoryview(orjson.dumps(postmark_message(message, stream))))
 
 
 def batches(encoded: Sequence[tuple[OutgoingMessage, bytes]]) -> Iterator[tuple[list[OutgoingMessage], bytes]]:
