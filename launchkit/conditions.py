@@ -31,7 +31,7 @@ class ConditionError(ValueError):
     """A condition that cannot be used; the message says why and what is allowed."""
 
 
-@dataclass
+@dataclass(slots=True)
 class Facts:
     """What conditions may ask about one contact, loaded in bulk by the store."""
 

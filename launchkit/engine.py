@@ -284,6 +284,7 @@ class Tick:
         settled: list[dict[str, Any]] = []
         ready: list[tuple[outbox.Claimed, OutgoingMessage]] = []
         link_ids = self._link_ids(conn)
+        windows: dict[tuple[str, datetime | None], tuple[datetime, datetime | None]] = {}
         for row in rows:
             person = people.get(row.contact_id)
             try:
@@ -309,8 +310,11 @@ class Tick:
                 settled.append(_outcome(row, outbox.MISSED, f"{_human(late)} late; this email's late_by is {_human(email.late_by)}"))
                 continue
             clock = entries.get(person.id, {}).get(LAUNCH_ENTRY) if launch.evergreen else None
+            window = windows.get((email.phase.name, clock))
+            if window is None:  # the same for every contact of a dated launch: computed once
+                window = windows[(email.phase.name, clock)] = launch.window(email.phase, clock)
             try:
-                message = composer.compose(email, person, launch.window(email.phase, clock), self.now, link_ids)
+                message = composer.compose(email, person, window, self.now, link_ids)
                 self.hook.before_send(message=message)
             except SkipMessage as exc:
                 settled.append(_outcome(row, outbox.SKIPPED, f"vetoed by a plugin: {exc}"))
