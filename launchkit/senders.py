@@ -47,7 +47,9 @@ _COUNTED = ("sent", "retried", "failed", "missed", "skipped", "in_doubt")
 def count(setting: int | Literal["auto"]) -> int:
     """The processes ``[delivery] processes`` asks for on this machine."""
     if setting == "auto":
-        return max(1, min(AUTO_MAX, len(os.sched_getaffinity(0))))
+        # The cores this process may use (a container's or taskset's limit), where the OS says.
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        return max(1, min(AUTO_MAX, cores))
     return setting
 
 

@@ -10,6 +10,7 @@ send may render a body a hundred thousand times.
 
 from __future__ import annotations
 
+import builtins
 import difflib
 import functools
 import re
@@ -17,6 +18,7 @@ import secrets
 import tomllib
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
+from decimal import Decimal
 from html.parser import HTMLParser
 from typing import TYPE_CHECKING, Any, Literal, Mapping
 
@@ -76,6 +78,11 @@ def _none_as_empty(value: Any) -> Any:
     return "" if value is None else value
 
 
+_PLAIN_DATA = frozenset({str, int, float, bool, type(None), datetime, date, Decimal, Markup})
+_DICT_ATTRIBUTES = frozenset(dir(dict))
+_MISSING = object()
+
+
 class _EmailSandbox(ImmutableSandboxedEnvironment):
     """The immutable sandbox, remembering which attributes of which types it allows.
 
@@ -96,6 +103,24 @@ class _EmailSandbox(ImmutableSandboxedEnvironment):
         # render copies its template's globals into the context, and copying a ChainMap is
         # a third of a small template's render. The globals never change after start-up.
         return {**self.globals, **(d or {})}
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        # The lookups of nearly every render (contact.first_name, links.checkout, phase.ends)
+        # answered without the sandbox's checks, which could not refuse them: a public
+        # attribute of launchkit's own context objects, or a key of a dict that is no dict
+        # method's name, whose value is plain data (no method, nothing to mutate).
+        if attribute[:1] != "_":
+            owner = type(obj)
+            if owner is dict:
+                if attribute not in _DICT_ATTRIBUTES:
+                    value = obj.get(attribute, _MISSING)
+                    if type(value) in _PLAIN_DATA:
+                        return value
+            elif owner.__module__.startswith("launchkit."):
+                value = builtins.getattr(obj, attribute, _MISSING)
+                if type(value) in _PLAIN_DATA:
+                    return value
+        return super().getattr(obj, attribute)
 
     def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
         key = (type(obj), attr)
@@ -683,10 +708,13 @@ class CompiledBody:
             values["preheader"] = " ".join(self.preheader.render(values).split())
         html = self.html.render(values)
         text = _tidy_text(self.text.render(values))
+        # ``values`` is this render's own copy: the layouts' content goes in it, not in new dicts.
         if self.html_layout is not None:
-            html = self.html_layout.render({**values, "content": Markup(html)})
+            values["content"] = Markup(html)
+            html = self.html_layout.render(values)
         if self.text_layout is not None:
-            text = self.text_layout.render({**values, "content": text})
+            values["content"] = text
+            text = self.text_layout.render(values)
         return html, text
 
 

@@ -490,3 +490,31 @@ def test_a_body_compiled_once_renders_ten_thousand_different_contacts():
         assert (f"Accès VIP n°{number}." in text) is (number % 2 == 0)
         assert f"Pour Contact{number}</span>" in html
         assert text.endswith(f"Unsubscribe: https://go.example.com/u/{number}")
+
+
+class LaunchkitView:
+    """Stands for launchkit's own context objects (contact, phase, sender), whose plain
+    attributes skip the sandbox's checks: anything else must still go through them."""
+
+    __module__ = "launchkit.views_for_tests"
+
+    def __init__(self) -> None:
+        self.name = "Élise"
+        self.fmt = "{0.__class__.__mro__}".format  # a str.format bound method: sandboxed, never plain
+        self._secret = "s3cr3t"
+
+
+@pytest.mark.parametrize(
+    "expression",
+    ["{{ view.fmt(view) }}", "{{ view._secret }}", "{{ view.__class__ }}", "{{ links.update({'checkout': 'https://evil.example'}) }}{{ links.checkout }}"],
+)
+def test_launchkits_own_objects_skip_no_check_that_matters(expression):
+    env = make_environment(autoescape=False)
+    template = env.from_string(f"[{{{{ view.name }}}}|{{{{ links.checkout }}}}] {expression}")
+    try:
+        out = template.render(view=LaunchkitView(), links={"checkout": "https://ok.example"})
+    except SecurityError:
+        return
+    assert out.startswith("[Élise|https://ok.example]")
+    for leak in ("class", "object", "s3cr3t", "evil"):
+        assert leak not in out
