@@ -55,11 +55,10 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.measure import ROOT, BenchmarkError, child_env, exit_with, outbox_rows, peak_rss_mb
-from benchmarks.scenario import IMPORT_AT, TODAY, TOKEN, moments, write_audience_csv
+from benchmarks.scenario import BASE_URL, IMPORT_AT, TODAY, TOKEN, configure, moments, write_audience_csv
 
 WARMUP = 2.0
 SEED = 20300107
-BASE_URL = "https://go.example.com"  #: [tracking] base_url: what a proxy would forward to the server
 SETUP_EMAIL = "doors-open"  #: the email whose links are requested (two named links and the open pixel)
 SEND_EMAILS = ("faq", "last-call", "next-time")  #: what the concurrent send ticks, in this order
 OPEN, CLICK = 0, 1
@@ -165,17 +164,6 @@ class Postmark:
 
 
 # --- setup: the project, the first send, the URLs ------------------------------------------
-
-
-def configure(root: Path, postmark_port: int) -> None:
-    """Deliver through postmark at the local fake, unpaced, with tracked opens and clicks."""
-    config = root / "launchkit.toml"
-    text = config.read_text(encoding="utf-8")
-    text = re.sub(r'^provider\s*=\s*"maildir"', 'provider = "postmark"', text, count=1, flags=re.MULTILINE)
-    text = re.sub(r"^rate\s*=.*$", "# rate: removed by the benchmark, which measures launchkit unpaced", text, count=1, flags=re.MULTILINE)
-    text = re.sub(r'^base_url\s*=\s*""', f'base_url = "{BASE_URL}"', text, count=1, flags=re.MULTILINE)
-    text += f'\n[delivery.postmark]\nserver_token = "{TOKEN}"\nbase_url = "http://127.0.0.1:{postmark_port}"\n'
-    config.write_text(text, encoding="utf-8")
 
 
 def send_moments() -> list[tuple[str, str]]:
