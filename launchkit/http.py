@@ -150,6 +150,7 @@ class HttpProvider(Provider):
             # Until the service has taken a message, the first goes alone: a refused key
             # stops the tick before any request runs beside it.
             results.append(send_one(messages[0]))
+        self.client  # made in this thread, before the pool's threads share it
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix=f"launchkit-{self.name}")
         rest = messages[len(results) :]

@@ -94,8 +94,8 @@ def tick(
 def _heap_frozen() -> Iterator[None]:
     """Leave what is alive before the send (modules, launches, compiled templates: most of the
     heap, none of the garbage) out of the garbage collector's passes while it runs: two thirds
-    of the collector's time in a send (5 µs a message). Forked helpers inherit it. Unfrozen after, so what
-    the tick leaves behind is collected as usual in a long-running scheduler."""
+    of the collector's time in a send, 5 µs a message. Forked helpers inherit it. Unfrozen
+    after, so what the tick leaves behind is collected as usual in a long-running scheduler."""
     gc.freeze()
     try:
         yield
