@@ -85,7 +85,7 @@ def tick(
 @click.option("--sizes", default="10000,100000,1000000", show_default=True, callback=_sizes, help="Audience sizes, each measured in full.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), help="Write every figure here (after each size), for --compare.")
 @click.option("--markdown", "markdown_out", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write the table into this file, between its markers (e.g. docs/benchmarks.md).")
+              help="Write the table into this file, between its markers (e.g. docs/benchmarks.md), and its figures beside it (.json), for --compare.")
 @click.option("--compare", "compare_with", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="A previous run's JSON: print new/old ratios of every figure.")
 @click.option("--idle-ticks", default=20, show_default=True, type=click.IntRange(1), help="Idle ticks timed per size.")
@@ -130,7 +130,9 @@ def suite(
     click.echo(text)
     if markdown_out:
         benchmark.write_document(markdown_out, text)
-        click.echo(f"written into {markdown_out}", err=True)
+        # The figures the document shows, without the raw samples: small enough to keep in git.
+        write_json(markdown_out.with_suffix(".json"), {k: v for k, v in data.items() if k != "results"})
+        click.echo(f"written into {markdown_out} and {markdown_out.with_suffix('.json')}", err=True)
     if old is not None:
         click.echo(benchmark.compare(data, old))
 
