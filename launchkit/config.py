@@ -5,13 +5,13 @@ from __future__ import annotations
 from datetime import timedelta
 from email.utils import parseaddr
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError, field_validator
 
 from launchkit.errors import ConfigError, Problem
 from launchkit.location import CONFIG_FILE
-from launchkit.fields import Duration, HttpUrl, Rate, TimezoneName
+from launchkit.fields import Duration, HttpUrl, Processes, Rate, TimezoneName
 from launchkit.tomlfile import Loc, expand_env, key_path, locate, read_toml, validation_problems
 
 
@@ -65,7 +65,7 @@ class DeliverySettings(BaseModel):
     daily_cap: StrictInt | None = Field(None, gt=0)
     late_by: Duration = timedelta(hours=6)
     #: Processes sharing a big send on SQLite (see launchkit/senders.py); "auto": one per core.
-    processes: Literal["auto"] | Annotated[StrictInt, Field(ge=1, le=64)] = "auto"
+    processes: Processes = "auto"
 
     def provider_settings(self, name: str) -> dict[str, Any]:
         return dict((self.model_extra or {}).get(name, {}))

@@ -46,6 +46,16 @@ def _timezone(value: str) -> str:
     return value
 
 
+MAX_PROCESSES = 64
+
+
+def _processes(value: Any) -> int | str:
+    # One message for the one mistake, rather than pydantic's one per member of a union.
+    if value == "auto" or (type(value) is int and 1 <= value <= MAX_PROCESSES):
+        return value
+    raise ValueError(f'expected "auto" or a whole number from 1 to {MAX_PROCESSES}; found {value!r}')
+
+
 _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(s|m|h|sec|min|hour)\s*$")
 _PER = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hour": 3600}
 
@@ -99,6 +109,11 @@ Timing = Annotated[
 ]
 TimezoneName = Annotated[str, AfterValidator(_timezone), _string_schema("An IANA timezone, e.g. 'Europe/Paris'.")]
 Rate = Annotated[float, BeforeValidator(_rate), _string_schema("Messages per unit: '50/s', '3000/m'.")]
+Processes = Annotated[
+    int | str,
+    BeforeValidator(_processes),
+    WithJsonSchema({"anyOf": [{"const": "auto"}, {"type": "integer", "minimum": 1, "maximum": MAX_PROCESSES}]}),
+]
 Money = Annotated[Decimal, BeforeValidator(_money), WithJsonSchema({"type": "number", "minimum": 0})]
 Slug = Annotated[str, AfterValidator(_slug), _string_schema("Letters, digits, '-' or '_'.", r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")]
 HttpUrl = Annotated[str, AfterValidator(_http_url), _string_schema("An http:// or https:// URL.", r"^https?://")]

@@ -28,7 +28,7 @@ import os
 import signal
 from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection, wait
-from typing import Any, Callable, Literal
+from typing import Any, Callable
 
 from launchkit.engine import CLAIM_BATCH, Tick, TickReport
 from launchkit.errors import LaunchkitError
@@ -44,7 +44,7 @@ _PR_SET_PDEATHSIG = 1  #: prctl(2)
 _COUNTED = ("sent", "retried", "failed", "missed", "skipped", "in_doubt")
 
 
-def count(setting: int | Literal["auto"]) -> int:
+def count(setting: int | str) -> int:
     """The processes ``[delivery] processes`` asks for on this machine."""
     if setting == "auto":
         # The cores this process may use (a container's or taskset's limit), where the OS says.

@@ -130,6 +130,16 @@ def test_catch_up_given_as_a_string_is_a_type_error(project_dir: Path, launchkit
     assert_clean_error(launchkit(command), "example-launch.toml", f"line {line}", "phase[1].email[2].catch_up", "'yes'")
 
 
+def test_processes_must_be_auto_or_a_count_and_one_line_says_so(project_dir: Path, launchkit: Launchkit) -> None:
+    config = project_dir / "launchkit.toml"
+    edit(config, "# processes = \"auto\"", "processes = 0")
+    line = line_of(config, "processes = 0")
+
+    result = launchkit("check")
+    assert_clean_error(result, "launchkit.toml", f"line {line}", "delivery.processes", '"auto" or a whole number from 1 to 64')
+    assert result.output.count("delivery.processes") == 1
+
+
 def test_a_late_by_without_a_unit_shows_durations_that_work(project_dir: Path, launchkit: Launchkit) -> None:
     launch = project_dir / LAUNCH_FILE
     edit(launch, 'late_by = "1h"', "late_by = 1")
