@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -56,6 +55,8 @@ from launchkit.types import (
     WebhookRejected,
     WebhookRequest,
 )
+
+from ._payload import json_object, text
 
 NAME = "lemonsqueezy"
 SIGNATURE_HEADER = "x-signature"
@@ -71,11 +72,11 @@ class LemonSqueezyWebhook(Webhook):
 
     def handle(self, request: WebhookRequest) -> list[Event]:
         self.verify(request)
-        payload = _json_object(request.body)
+        payload = json_object(request.body)
         meta = payload.get("meta")
         if not isinstance(meta, dict):
             raise WebhookRejected("the body has no meta object")
-        event_name = _text(meta, "event_name", "meta")
+        event_name = text(meta, "event_name", "meta")
         if event_name not in ("order_created", "order_refunded"):
             return []
         data = payload.get("data")
@@ -107,7 +108,7 @@ class LemonSqueezyWebhook(Webhook):
 def _purchase(meta: dict[str, Any], order_id: str, order: dict[str, Any]) -> list[Event]:
     if order.get("status") != "paid":
         return []  # pending or failed: not a sale (yet)
-    currency = _text(order, "currency", "the order").upper()
+    currency = text(order, "currency", "the order").upper()
     return [
         Event(
             kind="converted",
@@ -127,7 +128,7 @@ def _refund(meta: dict[str, Any], order_id: str, order: dict[str, Any], updated_
     if order.get("refunded") is not True:
         return []  # a partial refund: the buyer still bought (see the module's documentation)
     refunded_at = _moment(order, "refunded_at") if order.get("refunded_at") is not None else updated_at
-    currency = _text(order, "currency", "the order").upper()
+    currency = text(order, "currency", "the order").upper()
     amount_key = "refunded_amount" if order.get("refunded_amount") is not None else "total"
     return [
         Event(
@@ -170,23 +171,6 @@ def _details(meta: dict[str, Any], order: dict[str, Any]) -> dict[str, Any]:
 # --- Reading the payload: anything missing or of the wrong type is a rejection, never a crash.
 
 
-def _json_object(body: bytes) -> dict[str, Any]:
-    try:
-        value = json.loads(body)
-    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
-        raise WebhookRejected("the body is not JSON") from None
-    if not isinstance(value, dict):
-        raise WebhookRejected("the body is not a JSON object")
-    return value
-
-
-def _text(obj: dict[str, Any], key: str, what: str) -> str:
-    value = obj.get(key)
-    if not isinstance(value, str) or not value:
-        raise WebhookRejected(f"{what} has no {key}")
-    return value
-
-
 def _order_id(data: dict[str, Any]) -> str:
     value = data.get("id")
     if isinstance(value, bool) or not isinstance(value, (str, int)) or not str(value):
@@ -195,7 +179,7 @@ def _order_id(data: dict[str, Any]) -> str:
 
 
 def _email(order: dict[str, Any]) -> str:
-    return _text(order, "user_email", "the order").strip().lower()
+    return text(order, "user_email", "the order").strip().lower()
 
 
 def _cents(order: dict[str, Any], key: str) -> Decimal:
@@ -206,11 +190,11 @@ def _cents(order: dict[str, Any], key: str) -> Decimal:
 
 
 def _moment(order: dict[str, Any], key: str) -> datetime:
-    text = _text(order, key, "the order")
+    written = text(order, key, "the order")
     try:
-        moment = datetime.fromisoformat(text)
+        moment = datetime.fromisoformat(written)
     except ValueError:
-        raise WebhookRejected(f"the order's {key} is not an ISO 8601 time: {text[:40]!r}") from None
+        raise WebhookRejected(f"the order's {key} is not an ISO 8601 time: {written[:40]!r}") from None
     if moment.tzinfo is None:  # Lemon Squeezy writes UTC with a Z; read a bare time as UTC too
         moment = moment.replace(tzinfo=UTC)
     return moment.astimezone(UTC)

@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -63,6 +62,8 @@ from launchkit.types import (
     WebhookRejected,
     WebhookRequest,
 )
+
+from ._payload import json_object, text
 
 NAME = "stripe"
 SIGNATURE_HEADER = "stripe-signature"
@@ -89,8 +90,8 @@ class StripeWebhook(Webhook):
 
     def handle(self, request: WebhookRequest) -> list[Event]:
         self.verify(request)
-        event = _json_object(request.body)
-        kind = _text(event, "type", "the event")
+        event = json_object(request.body)
+        kind = text(event, "type", "the event")
         if kind in ("checkout.session.completed", "checkout.session.async_payment_succeeded"):
             return _purchase(event)
         if kind == "charge.refunded":
@@ -137,14 +138,14 @@ def _parse_signature_header(header: str) -> tuple[str, list[bytes]]:
 
 def _purchase(event: dict[str, Any]) -> list[Event]:
     session = _object(event)
-    if _text(session, "payment_status", "the Checkout Session") not in PAID_STATUSES:
+    if text(session, "payment_status", "the Checkout Session") not in PAID_STATUSES:
         return []  # unpaid: async_payment_succeeded follows when the money arrives
     details = session.get("customer_details")
     email = _optional_text(details, "email") or _optional_text(session, "customer_email")
     if not email:
         raise WebhookRejected("the Checkout Session has no customer_details.email nor customer_email")
-    currency = _text(session, "currency", "the Checkout Session").upper()
-    session_id = _text(session, "id", "the Checkout Session")
+    currency = text(session, "currency", "the Checkout Session").upper()
+    session_id = text(session, "id", "the Checkout Session")
     payment_link = _optional_text(session, "payment_link")
     data = {
         "event": event["type"],
@@ -163,7 +164,7 @@ def _purchase(event: dict[str, Any]) -> list[Event]:
             kind="converted",
             email=email.strip().lower(),
             occurred_at=_created(event),
-            id=_text(event, "id", "the event"),
+            id=text(event, "id", "the event"),
             order_id=_optional_text(session, "payment_intent") or session_id,
             products=_unique([_metadata_product(session), payment_link, *_line_item_ids(session)]),
             amount=_major_units(_amount(session, "amount_total", "the Checkout Session"), currency),
@@ -177,17 +178,17 @@ def _refund(event: dict[str, Any]) -> list[Event]:
     charge = _object(event)
     if charge.get("refunded") is not True:
         return []  # a partial refund: the buyer still bought (see the module's documentation)
-    charge_id = _text(charge, "id", "the charge")
+    charge_id = text(charge, "id", "the charge")
     email = _optional_text(charge.get("billing_details"), "email") or _optional_text(charge, "receipt_email")
     if not email:
         raise WebhookRejected("the refunded charge has no billing_details.email nor receipt_email")
-    currency = _text(charge, "currency", "the charge").upper()
+    currency = text(charge, "currency", "the charge").upper()
     return [
         Event(
             kind="refunded",
             email=email.strip().lower(),
             occurred_at=_created(event),
-            id=_text(event, "id", "the event"),
+            id=text(event, "id", "the event"),
             # The Payment Intent is the purchase's order id; a charge made without one
             # (the legacy Charges API) has only its own id.
             order_id=_optional_text(charge, "payment_intent") or charge_id,
@@ -202,29 +203,12 @@ def _refund(event: dict[str, Any]) -> list[Event]:
 # --- Reading the payload: anything missing or of the wrong type is a rejection, never a crash.
 
 
-def _json_object(body: bytes) -> dict[str, Any]:
-    try:
-        value = json.loads(body)
-    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
-        raise WebhookRejected("the body is not JSON") from None
-    if not isinstance(value, dict):
-        raise WebhookRejected("the body is not a JSON object")
-    return value
-
-
 def _object(event: dict[str, Any]) -> dict[str, Any]:
     data = event.get("data")
     obj = data.get("object") if isinstance(data, dict) else None
     if not isinstance(obj, dict):
         raise WebhookRejected(f"the {event.get('type')} event has no data.object")
     return obj
-
-
-def _text(obj: dict[str, Any], key: str, what: str) -> str:
-    value = obj.get(key)
-    if not isinstance(value, str) or not value:
-        raise WebhookRejected(f"{what} has no {key}")
-    return value
 
 
 def _optional_text(obj: Any, key: str) -> str | None:
