@@ -54,7 +54,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from benchmarks.measure import ROOT, BenchmarkError, child_env, exit_with, outbox_rows, peak_rss_mb
+from benchmarks.measure import ROOT, BenchmarkError, child_env, cpu_seconds, exit_with, outbox_rows, peak_rss_mb
 from benchmarks.scenario import BASE_URL, IMPORT_AT, TODAY, TOKEN, configure, moments, write_audience_csv
 
 WARMUP = 2.0
@@ -64,7 +64,6 @@ SEND_EMAILS = ("faq", "last-call", "next-time")  #: what the concurrent send tic
 OPEN, CLICK = 0, 1
 _OPEN_URL = re.compile(re.escape(BASE_URL) + r"(/o/[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.gif)")
 _CLICK_URL = re.compile(re.escape(BASE_URL) + r"(/c/[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+)")
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 # --- the fake Postmark, in its own process -----------------------------------------------
@@ -502,18 +501,6 @@ def descendants(pid: int) -> list[int]:
         found.append(current)
         todo += parents.get(current, [])
     return found
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU seconds of these processes so far (those gone count 0)."""
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / CLK_TCK
 
 
 def peak_rss(pid: int) -> float:

@@ -42,7 +42,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from benchmarks.measure import BenchmarkError, exit_with
+from benchmarks.measure import BenchmarkError, cpu_seconds, exit_with
 from benchmarks.scenario import TOKEN  # the token the fake Postmark (send.Server) expects
 from benchmarks.send import Server
 from launchkit.engine import CLAIM_BATCH
@@ -152,11 +152,11 @@ def run(root: Path, server: Any, template: str, workers: int, messages: int, log
             # ticks (every second) notice the release up to a second later.
             _wait(lambda: fake.accepted.value > 0, 60, "the first message", processes, poll=0.001)
             started = time.perf_counter()
-            cpu_before = {name: _cpu_seconds(pids) for name, pids in watched.items()}
+            cpu_before = {name: cpu_seconds(pids) for name, pids in watched.items()}
             _wait(lambda: fake.accepted.value >= messages, 900, f"the server to accept {messages:,} messages", processes, poll=0.001)
             seconds = time.perf_counter() - started
             watched["PostgreSQL"] = _postgres_pids()  # backends that started during the run, from zero
-            cpu = {name: _cpu_seconds(pids) - cpu_before.get(name, 0.0) for name, pids in watched.items()}
+            cpu = {name: cpu_seconds(pids) - cpu_before.get(name, 0.0) for name, pids in watched.items()}
             for process in processes:
                 process.send_signal(signal.SIGTERM)
             codes = [p.wait(timeout=60) for p in processes]
@@ -218,19 +218,6 @@ def table(results: list[dict[str, Any]]) -> str:
             f"{total / r['messages'] * 1e6:.0f} | {total / (r['seconds'] * cpus):.0%} |"
         )
     return "\n".join(lines)
-
-
-def _cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU seconds of these processes so far (Linux /proc; 0 for those gone or unreadable)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / tick
 
 
 def _postgres_pids() -> list[int]:

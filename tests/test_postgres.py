@@ -8,7 +8,6 @@ processes, kills and a server restart are in tests/test_postgres_workers.py.
 
 from __future__ import annotations
 
-import csv
 import os
 import socket
 import subprocess
@@ -43,6 +42,7 @@ from launchkit.store.tables import outbox as outbox_table
 from launchkit.testing import RecordingProvider
 from launchkit.types import OutgoingMessage, SendResult
 from tests.backends import Database
+from tests.postmark_projects import import_waitlist
 
 pytestmark = pytest.mark.postgresql
 
@@ -56,12 +56,7 @@ def waitlist(database: Database, tmp_path: Path, people: int) -> Path:
     root = database.project(tmp_path / "project")
     config = root / "launchkit.toml"
     config.write_text(config.read_text().replace('rate = "50/s"', ""))  # unpaced: chunks of max_batch
-    path = tmp_path / "people.csv"
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["email", "tags"])
-        writer.writerows((f"p{i}@example.com", "newsletter, waitlist") for i in range(people))
-    audience.import_csv(Project.open(root, now="2029-12-20 10:00"), path)
+    import_waitlist(root, people)
     tick(Project.open(root, now=BEFORE), provider=RecordingProvider())
     return root
 
