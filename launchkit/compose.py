@@ -20,10 +20,14 @@ from launchkit import tracking
 from launchkit.config import Config
 from launchkit.errors import ConfigError, LaunchkitError, Problem
 from launchkit.spec import Email, Launch, Phase
-from launchkit.templates import CompiledBody, TemplateError, compile_body, compile_layout, compile_subject, render_subject
+from launchkit.templates import CompiledBody, TemplateError, compile_body, compile_layout, compile_subject, render_subject, specialize
 from launchkit.types import OutgoingMessage
 
 LAYOUT = "layout"
+#: Messages composed with one shared context before its templates are specialised for it:
+#: specialising compiles them again (~6 ms for a typical email), which a few hundred messages repay.
+SPECIALIZE_AFTER = 100
+SHARED_KEPT = 16  #: shared contexts kept, the latest used
 UNSUBSCRIBE_TEXT = {
     "en": "Unsubscribe",
     "fr": "Se désinscrire",
@@ -47,6 +51,19 @@ class MissingFooter(RenderError):
 class CompiledEmail:
     subjects: list[jinja2.Template]
     body: CompiledBody
+
+    def specialize(self, values: dict[str, Any]) -> CompiledEmail:
+        return CompiledEmail([specialize(s, values) for s in self.subjects], self.body.specialize(values))
+
+
+@dataclass
+class _Shared:
+    """The context values one (email, window, now) gives every contact, and its templates
+    specialised for them once enough messages share them."""
+
+    values: dict[str, Any]
+    uses: int = 0
+    email: CompiledEmail | None = None
 
 
 @dataclass(frozen=True)
@@ -91,9 +108,9 @@ class Composer:
         self.domain = sender.address.rsplit("@", 1)[-1]
         self._postal_html = str(escape(sender.postal_address))
         self._named_links = {url: name for name, url in launch.spec.links.items()}
-        #: The last (email, window, now) and the context values that follow from it alone:
-        #: a send composes one email for many contacts at the same moment.
-        self._shared: tuple[tuple[Any, ...], dict[str, Any]] | None = None
+        #: The latest (email, window, now)s and what follows from each alone: a send composes
+        #: one email for many contacts at the same moment (a batch may hold a few emails).
+        self._shared: dict[tuple[Any, ...], _Shared] = {}
 
     def compiled(self, email: Email) -> CompiledEmail:
         """Compile an email's subjects and body once; template errors name the file and line."""
@@ -166,18 +183,21 @@ class Composer:
         With ``link_ids`` (a send, not a preview) and a ``[tracking] base_url``, links are
         tracked and the open pixel added as ``[tracking]`` says.
         """
-        compiled = self.compiled(email)
+        shared = self._shared_context(email.phase, email, window, now)
+        compiled = self._templates(email, shared)
         key = f"{self.launch.id}/{email.id}/{contact.id}"
         variant = zlib.crc32(key.encode()) % len(compiled.subjects)
         unsubscribe = self.unsubscribe_url(contact.id, email.id)
-        context = self.context(email.phase, email, contact, window, now, unsubscribe)
+        context = self._context(shared.values, email.phase, email, contact, unsubscribe)
         try:
             subject = context["subject"] = render_subject(compiled.subjects[variant], context)
             html, text = compiled.body.render(context)
         except (jinja2.TemplateError, TypeError, ValueError, ArithmeticError, AttributeError) as exc:
             raise RenderError(f"email {email.id!r} could not be rendered for {contact.email}: {exc}") from None
         postal = self.sender.postal_address
-        if unsubscribe not in text or postal not in text or str(escape(unsubscribe)) not in html or self._postal_html not in html:
+        # Searched from the end, where layouts put the footer: ``in`` reads the whole message,
+        # and with one emoji a message's characters are four bytes each.
+        if min(text.rfind(unsubscribe), text.rfind(postal), html.rfind(str(escape(unsubscribe))), html.rfind(self._postal_html)) < 0:
             raise MissingFooter(
                 f"the rendered email {email.id!r} lacks the unsubscribe link or the postal address "
                 f"(a custom layout must contain {{{{ unsubscribe_url }}}} and {{{{ sender.postal_address }}}})"
@@ -219,25 +239,37 @@ class Composer:
             metadata={"launch": self.launch.id, "email": email.id},
         )
 
-    def context(
-        self, phase: Phase, email: Email, contact: Any, window: tuple[datetime, datetime | None], now: datetime, unsubscribe: str
-    ) -> dict[str, Any]:
-        context = {**self._shared_context(phase, email, window, now), "contact": contact, "unsubscribe_url": unsubscribe}
+    def _context(self, shared: dict[str, Any], phase: Phase, email: Email, contact: Any, unsubscribe: str) -> dict[str, Any]:
+        context = {**shared, "contact": contact, "unsubscribe_url": unsubscribe}
         if self._extra_context:
             for extra in self.hook.template_context(launch=self.launch, phase=phase, email=email, contact=contact):
                 if extra:
                     context.update(extra)
         return context
 
-    def _shared_context(self, phase: Phase, email: Email, window: tuple[datetime, datetime | None], now: datetime) -> dict[str, Any]:
+    def _templates(self, email: Email, shared: _Shared) -> CompiledEmail:
+        """The email's templates, specialised for ``shared`` once it has served ``SPECIALIZE_AFTER`` messages.
+
+        Not with ``template_context`` plugins: their values, per contact, may replace shared ones.
+        """
+        if shared.email is not None:
+            return shared.email
+        shared.uses += 1
+        if shared.uses >= SPECIALIZE_AFTER and not self._extra_context:
+            shared.email = self.compiled(email).specialize(shared.values)
+            return shared.email
+        return self.compiled(email)
+
+    def _shared_context(self, phase: Phase, email: Email, window: tuple[datetime, datetime | None], now: datetime) -> _Shared:
         """The context values that do not depend on the contact, built once per (email, window, now).
 
         Sharing them between contacts is safe: templates render in an immutable sandbox,
         and each message's context is a new dict over these values.
         """
         key = (phase.name, email.id, window, now)
-        if self._shared is not None and self._shared[0] == key:
-            return self._shared[1]
+        found = self._shared.get(key)
+        if found is not None:
+            return found
         tz = self.launch.tz
         start, end = window
         lang = self.launch.lang
@@ -251,8 +283,10 @@ class Composer:
             "lang": lang,
             "now": now.astimezone(tz),
         }
-        self._shared = (key, shared)
-        return shared
+        if len(self._shared) >= SHARED_KEPT:  # an evergreen launch's windows differ per contact
+            del self._shared[next(iter(self._shared))]
+        found = self._shared[key] = _Shared(shared)
+        return found
 
 
 def _as_list(value: Any) -> list[str]:

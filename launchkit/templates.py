@@ -11,11 +11,13 @@ send may render a body a hundred thousand times.
 from __future__ import annotations
 
 import builtins
+import copy
 import difflib
 import functools
 import re
 import secrets
 import tomllib
+import weakref
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from decimal import Decimal
@@ -25,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal, Mapping
 import jinja2
 from jinja2 import nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SandboxedEnvironment
+from jinja2.visitor import NodeTransformer
 from markupsafe import Markup
 
 from launchkit.errors import LaunchkitError
@@ -40,6 +43,7 @@ __all__ = [
     "compile_subject",
     "make_environment",
     "render_subject",
+    "specialize",
     "split_front_matter",
 ]
 
@@ -186,14 +190,14 @@ def _parse(env: jinja2.Environment, source: str, *, line_offset: int = 0, where:
 
 
 def _compile(env: jinja2.Environment, source: str, *, line_offset: int = 0, where: str = "") -> jinja2.Template:
-    return env.from_string(_parse(env, source, line_offset=line_offset, where=where))
+    return _template(env, source, _parse(env, source, line_offset=line_offset, where=where))
 
 
 def _compile_generated(env: jinja2.Environment, source: str, what: str) -> jinja2.Template:
     # The creator's source already parsed cleanly, so a failure here means the conversion
     # separated Jinja tags that belong together (a tag inside an HTML comment, say).
     try:
-        return env.from_string(source)
+        return _template(env, source)
     except jinja2.TemplateSyntaxError as error:
         raise TemplateError(
             f"could not build the {what} ({error.message}); write it yourself in a .txt file next to the body"
@@ -202,6 +206,84 @@ def _compile_generated(env: jinja2.Environment, source: str, what: str) -> jinja
 
 def _uses_name(ast: nodes.Template, name: str) -> bool:
     return any(node.name == name for node in ast.find_all(nodes.Name))
+
+
+# --- specialising a template for one send ---------------------------------------------------
+
+#: The source of each compiled template, kept for :func:`specialize`: Jinja keeps no syntax
+#: tree, and folding rewrites a tree in place, so each specialisation parses the source anew.
+_SOURCES: weakref.WeakKeyDictionary[jinja2.Template, str] = weakref.WeakKeyDictionary()
+
+#: The values folded into a template. Not None (``finalize`` prints it as "", which Jinja's
+#: constant output would not) and not Markup (``~`` joins Markup differently at render time).
+_FOLDED_TYPES = frozenset({str, int, float, bool})
+
+
+def _template(env: jinja2.Environment, source: str, ast: nodes.Template | None = None) -> jinja2.Template:
+    """Compile ``source`` (already parsed as ``ast``, when given), keeping it for :func:`specialize`."""
+    template = env.from_string(ast if ast is not None else source)
+    _SOURCES[template] = source
+    return template
+
+
+def specialize(template: jinja2.Template, values: Mapping[str, Any]) -> jinja2.Template:
+    """``template`` with every expression that reads only ``values`` worked out once.
+
+    A send renders one email for thousands of contacts with the same launch, phase, links
+    and sender: ``{{ links.checkout }}`` or ``{{ phase.ends | datetime('%d/%m') }}`` give
+    the same text each time. Folded into the template as constants, they become part of its
+    static text, and each render only works out what is personal. Rendering the result with
+    a context holding the same ``values`` gives exactly what ``template`` gives. An
+    expression that calls a function, reads a name the template assigns (``{% set %}``,
+    ``{% for %}``, macro arguments) or evaluates to anything but a plain str, int, float or
+    bool is left to render time; so is an expression that fails (its error belongs to the
+    render, as before).
+    """
+    source = _SOURCES.get(template)
+    if source is None:
+        return template
+    env = template.environment
+    ast = env.parse(source)
+    assigned = {name.name for name in ast.find_all(nodes.Name) if name.ctx != "load"}
+    folding = {name: value for name, value in values.items() if name not in assigned}
+    return _template(env, source, _Fold(env, folding).visit(ast))
+
+
+class _Fold(NodeTransformer):
+    """Replaces each largest expression that reads only ``values`` with its value."""
+
+    def __init__(self, env: jinja2.Environment, values: Mapping[str, Any]):
+        self.values = values
+        self.eval_ctx = nodes.EvalContext(env)
+
+    def generic_visit(self, node: nodes.Node, *args: Any, **kwargs: Any) -> nodes.Node:
+        if isinstance(node, nodes.Expr) and not isinstance(node, nodes.Const) and self._reads_only_values(node):
+            value = self._value(node)
+            if type(value) in _FOLDED_TYPES:
+                return nodes.Const(value, lineno=node.lineno, environment=node.environment)
+        return super().generic_visit(node, *args, **kwargs)
+
+    def _reads_only_values(self, node: nodes.Expr) -> bool:
+        names = [node] if isinstance(node, nodes.Name) else list(node.find_all(nodes.Name))
+        calls = isinstance(node, nodes.Call) or any(True for _ in node.find_all(nodes.Call))
+        return bool(names) and not calls and all(name.name in self.values for name in names)
+
+    def _value(self, node: nodes.Expr) -> Any:
+        # Evaluated on a copy whose names are constants: the sandbox's own attribute lookups
+        # and filters, as at render time. The tree's environment is shared, not copied.
+        copied = copy.deepcopy(node, {id(node.environment): node.environment})
+        try:
+            return _Substitute(self.values).visit(copied).as_const(self.eval_ctx)
+        except nodes.Impossible:
+            return None
+
+
+class _Substitute(NodeTransformer):
+    def __init__(self, values: Mapping[str, Any]):
+        self.values = values
+
+    def visit_Name(self, node: nodes.Name) -> nodes.Const:
+        return nodes.Const(self.values[node.name], lineno=node.lineno, environment=node.environment)
 
 
 # --- front matter --------------------------------------------------------------------------
@@ -658,7 +740,7 @@ DEFAULT_LAYOUT_TEXT = """{{ content }}
 
 @functools.cache
 def _default_layout(autoescape: bool) -> jinja2.Template:
-    return _environment(autoescape).from_string(DEFAULT_LAYOUT_HTML if autoescape else DEFAULT_LAYOUT_TEXT)
+    return _template(_environment(autoescape), DEFAULT_LAYOUT_HTML if autoescape else DEFAULT_LAYOUT_TEXT)
 
 
 def compile_layout(source: str, *, html: bool) -> jinja2.Template:
@@ -672,7 +754,7 @@ def _compile_layout(env: jinja2.Environment, source: str, what: str) -> jinja2.T
         raise TemplateError(f"{what}: it has no {{{{ content }}}}, so the email body would never appear")
     if not _uses_name(ast, "unsubscribe_url"):
         raise TemplateError(f"{what}: it has no {{{{ unsubscribe_url }}}}; every email must carry an unsubscribe link")
-    return env.from_string(ast)
+    return _template(env, source, ast)
 
 
 # --- bodies and subjects --------------------------------------------------------------------
@@ -717,6 +799,17 @@ class CompiledBody:
             text = self.text_layout.render(values)
         return html, text
 
+    def specialize(self, values: Mapping[str, Any]) -> CompiledBody:
+        """This body for one send, the expressions that read only ``values`` worked out (:func:`specialize`)."""
+        return replace(
+            self,
+            html=specialize(self.html, values),
+            text=specialize(self.text, values),
+            html_layout=self.html_layout and specialize(self.html_layout, values),
+            text_layout=self.text_layout and specialize(self.text_layout, values),
+            preheader=self.preheader and specialize(self.preheader, values),
+        )
+
 
 def _front_matter_templates(front_matter: dict[str, Any], source: str) -> jinja2.Template | None:
     """Check the front matter's subjects and compile its preheader, with errors at their line."""
@@ -752,7 +845,7 @@ def compile_body(
         whole_document = False
     elif kind == "html":
         html_ast = _parse(html_env, body, line_offset=removed)
-        html = html_env.from_string(html_ast)
+        html = _template(html_env, body, html_ast)
         derived_text = None if text_source is not None else _html_to_jinja_text(body)
         whole_document = re.search(r"<html[\s>]", body, re.I) is not None
         if whole_document and layout_html is None and not _uses_name(html_ast, "unsubscribe_url"):

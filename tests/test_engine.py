@@ -11,7 +11,7 @@ from typing import Sequence
 import pytest
 from sqlalchemy import update
 
-from launchkit import audience, conversions
+from launchkit import audience, compose, conversions
 from launchkit.errors import LaunchkitError
 from launchkit.project import Project
 from launchkit.runner import tick
@@ -185,6 +185,31 @@ def test_a_before_send_plugin_can_change_or_veto_a_message(root: Path) -> None:
     message = provider.sent[0]
     assert message.headers["X-Campaign"] == "example-launch"
     assert f"Code: EARLY-{message.to.split('@')[0].upper()}" in message.text
+
+
+def test_templates_specialised_for_a_send_compose_the_same_messages(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Doors open: links, price, dates and the sender are shared; first names are not.
+    tick(at(root, WAITLIST_OPENS), provider=RecordingProvider())
+    messages = {}
+    for after in (10**9, 1):
+        monkeypatch.setattr(compose, "SPECIALIZE_AFTER", after)
+        messages[after] = tick(at(root, DOORS_OPEN), dry_run=True).would_send
+    assert len(messages[1]) == 5 and messages[1] == messages[10**9]
+    assert len({m.text for m in messages[1]}) == 5
+
+
+def test_a_template_context_plugin_still_sets_its_values_per_contact(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Its values may replace shared ones (``links`` here): templates are then not specialised.
+    (root / "plugins" / "links.py").write_text(
+        "from launchkit import hookimpl\n\n"
+        "@hookimpl\n"
+        "def template_context(launch, phase, email, contact):\n"
+        "    return {'links': {'checkout': 'https://buy.example.com/' + contact.first_name, 'sales_page': 'https://example.com'}}\n"
+    )
+    monkeypatch.setattr(compose, "SPECIALIZE_AFTER", 1)
+    tick(at(root, WAITLIST_OPENS), provider=RecordingProvider())
+    sent = tick(at(root, DOORS_OPEN), dry_run=True).would_send
+    assert sorted(m.html.count(f"https://buy.example.com/P{m.to[1]}") for m in sent) == [1] * 5
 
 
 def test_a_contact_who_leaves_the_audience_is_skipped_at_send_time(root: Path) -> None:

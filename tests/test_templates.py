@@ -15,6 +15,7 @@ from launchkit.templates import (
     compile_subject,
     make_environment,
     render_subject,
+    specialize,
     split_front_matter,
 )
 
@@ -518,3 +519,60 @@ def test_launchkits_own_objects_skip_no_check_that_matters(expression):
     assert out.startswith("[Élise|https://ok.example]")
     for leak in ("class", "object", "s3cr3t", "evil"):
         assert leak not in out
+
+
+# --- specialised for one send ---------------------------------------------------------------
+
+SHARED: dict[str, object] = {
+    "launch": {"name": "Académie <Micro> & co", "price": 297, "ratio": 0.5, "open": True, "nothing": None, "html": "<b>gras</b>"},
+    "links": {"checkout": CHECKOUT},
+    "sender": {"postal_address": POSTAL_ADDRESS},
+    "phase": {"ends": datetime(2030, 1, 13, 23, 59, tzinfo=ZoneInfo("Europe/Paris"))},
+}
+
+SPECIALISED_BODIES = [
+    "<p>{{ links.checkout }} {{ launch.name | upper }} {{ launch.name ~ '!' }} {{ '%s?' % launch.name }}</p>",
+    "<p>{{ launch.price * 2 }} {{ launch.ratio }} {{ launch.open }} [{{ launch.nothing }}] [{{ launch.missing }}] [{{ launch.missing.deeper }}]</p>",
+    "<p>{{ launch.html | safe }} {{ launch.html }} {{ phase.ends | datetime('%d/%m à %H:%M') }}</p>",
+    "<p>{% if launch.open and contact.vip %}VIP {{ contact.first_name }}{% else %}{{ contact.first_name or 'toi' }}{% endif %}</p>",
+    "<p>{{ contact.first_name ~ ', ' ~ launch.name }} {{ range(launch.price // 100) | list }}</p>",
+    '<p>{% set links = {"checkout": "https://other.example"} %}{{ links.checkout }}</p>',
+    '<p>{% for launch in [{"name": contact.first_name}] %}{{ launch.name }}{% endfor %} {{ launch.name }}</p>',
+    "<p>{% macro signed(sender) %}{{ sender.postal_address }}{% endmacro %}{{ signed({'postal_address': contact.first_name}) }} {{ sender.postal_address }}</p>",
+]
+
+
+@pytest.mark.parametrize("source", SPECIALISED_BODIES)
+def test_a_specialised_body_renders_what_the_body_renders(source):
+    compiled = compile_body("+++\npreheader = \"{{ launch.name }} pour {{ contact.first_name }}\"\n+++\n" + source, kind="html")
+    specialised = compiled.specialize(SHARED)
+    for number, first_name in enumerate(["Zoé", "", "<Jo>"]):
+        ctx = {**context(first_name=first_name, vip=number % 2 == 0), **SHARED}
+        assert specialised.render(ctx) == compiled.render(ctx)
+
+
+def test_specialising_works_out_the_shared_values_once_and_leaves_the_personal_ones():
+    compiled = compile_body("Hello {{ contact.first_name }}: [buy]({{ links.checkout }}) before {{ phase.ends | datetime('%d/%m') }}\n", kind="md")
+    specialised = compiled.specialize(SHARED)
+    # Rendered with other shared values, the specialised body still has the ones it was made for.
+    other = {**context(first_name="Zoé"), **SHARED, "links": {"checkout": "https://changed.example"}, "phase": {"ends": None}}
+    html, text = specialised.render(other)
+    assert "Hello Zoé" in text and "before 13/01" in text and "changed" not in html + text
+    assert f'href="{CHECKOUT.replace("&", "&amp;")}"' in html
+    assert "changed" in "".join(compiled.render(other))
+
+
+def test_specialising_keeps_the_sandbox_and_its_errors():
+    compiled = compile_body("<p>{{ launch.__class__ }}{{ launch._secret }}{{ links.update({'checkout': 'x'}) }}</p>", kind="html")
+    specialised = compiled.specialize(SHARED)
+    for body in (compiled, specialised):
+        with pytest.raises(SecurityError):
+            body.render({**context(), **SHARED})
+
+
+def test_specialised_subjects_render_what_the_subjects_render():
+    subject = compile_subject("{{ contact.first_name or 'Vous' }}, {{ launch.name }} ferme le {{ phase.ends | datetime('%d/%m') }}")
+    specialised = specialize(subject, SHARED)
+    for first_name in ("Zoé", None):
+        ctx = {**context(first_name=first_name), **SHARED}
+        assert render_subject(specialised, ctx) == render_subject(subject, ctx)
