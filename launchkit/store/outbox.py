@@ -18,11 +18,13 @@ of any other, not ten minutes later.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Iterable, Sequence
 
-from sqlalchemy import Connection, bindparam, func, or_, select, text, update
+from sqlalchemy import Connection, Integer, String, bindparam, func, or_, select, text, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.sql.elements import ColumnElement
 
 from launchkit.store import CLAIM_OWNER_LOCK, upsert_insert
@@ -309,8 +311,7 @@ def settle(conn: Connection, token: str, outcomes: Sequence[dict[str, Any]], now
     A worker that lost its lease cannot overwrite the new owner's result. Each outcome has
     ``oid`` and ``status`` and any of ``_OUTCOME_COLUMNS``. Rows whose values are the same
     (a chunk the provider accepted: same status, sent_at, provider, attempts) are written
-    by one UPDATE per group; only the provider's message ids, one per row, go in an
-    executemany, first, while the claim token still fences the rows.
+    by one UPDATE per group, joined to their provider message ids (one per row).
     """
     groups: dict[tuple[tuple[str, Any], ...], list[dict[str, Any]]] = {}
     for outcome in outcomes:
@@ -333,23 +334,18 @@ def settle(conn: Connection, token: str, outcomes: Sequence[dict[str, Any]], now
         )
         written += conn.execute(statement, [{"oid": o["oid"], **{"v_" + c: o[c] for c in names}} for o in group]).rowcount
     for shared, group in groups.items():
-        with_ids = [{"oid": o["oid"], "v_pmid": o["provider_message_id"]} for o in group if "provider_message_id" in o]
-        if with_ids and conn.dialect.name == "postgresql":
-            # One statement for the chunk, not one per row: the server is shared by every
-            # worker, and a statement per message costs it a parse and a plan per message
-            # (alone, 20,000 settles took 0.98 s this way against 1.69 s).
-            conn.execute(
-                _SET_PROVIDER_IDS,
-                {"ids": [w["oid"] for w in with_ids], "pmids": [w["v_pmid"] for w in with_ids], "token": token},
-            )
-        elif with_ids:
-            conn.execute(
+        with_ids = [(o["oid"], o["provider_message_id"]) for o in group if "provider_message_id" in o]
+        for start in range(0, len(with_ids), _CHUNK):
+            # The provider's message ids, one per row, come in as a table joined to the outbox:
+            # one statement writes each row once (an UPDATE per row, then one for their shared
+            # values, wrote every row twice and cost a statement per message).
+            given = _id_pairs(conn, with_ids[start : start + _CHUNK])
+            written += conn.execute(
                 update(outbox)
-                .where(outbox.c.id == bindparam("oid"), outbox.c.claim_token == token)
-                .values(provider_message_id=bindparam("v_pmid")),
-                with_ids,
-            )
-        ids = [o["oid"] for o in group]
+                .where(outbox.c.id == given.c.oid, outbox.c.claim_token == token)
+                .values(**dict(shared), provider_message_id=given.c.pmid, claim_token=None, lease_expires=None, updated_at=now)
+            ).rowcount
+        ids = [o["oid"] for o in group if "provider_message_id" not in o]
         for start in range(0, len(ids), _CHUNK):
             written += conn.execute(
                 update(outbox)
@@ -359,11 +355,15 @@ def settle(conn: Connection, token: str, outcomes: Sequence[dict[str, Any]], now
     return written
 
 
-_SET_PROVIDER_IDS = text(
-    "UPDATE outbox SET provider_message_id = given.pmid"
-    " FROM unnest(CAST(:ids AS integer[]), CAST(:pmids AS varchar[])) AS given(oid, pmid)"
-    " WHERE outbox.id = given.oid AND outbox.claim_token = :token"
-)
+def _id_pairs(conn: Connection, pairs: Sequence[tuple[int, str | None]]) -> Any:
+    """``pairs`` of (outbox id, provider message id) as a table with columns ``oid`` and ``pmid``."""
+    if conn.dialect.name == "postgresql":
+        ids = bindparam("ids", [oid for oid, _ in pairs], type_=ARRAY(Integer))
+        pmids = bindparam("pmids", [pmid for _, pmid in pairs], type_=ARRAY(String))
+        return func.unnest(ids, pmids).table_valued("oid", "pmid").render_derived(name="given")
+    # SQLite: a JSON array of [id, message id] pairs, one row each.
+    rows = func.json_each(bindparam("pairs", json.dumps(pairs), type_=String)).table_valued("value").alias("given")
+    return select(rows.c.value.op("->>")(0).label("oid"), rows.c.value.op("->>")(1).label("pmid")).subquery("given")
 
 
 def sent_since(conn: Connection, moment: datetime) -> int:
