@@ -368,6 +368,16 @@ def test_run_refuses_a_body_with_a_syntax_error_as_check_does(project_dir: Path,
 # --- settings ------------------------------------------------------------------------------
 
 
+def test_an_sqlite_too_old_for_launchkit_says_which_versions_work(project_dir: Path, launchkit: Launchkit, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sqlite3
+
+    monkeypatch.setattr(sqlite3, "sqlite_version_info", (3, 31, 1))
+    monkeypatch.setattr(sqlite3, "sqlite_version", "3.31.1")
+
+    assert_clean_error(launchkit("run"), "SQLite 3.31.1", "3.35 or later", "PostgreSQL")
+
+
+
 def test_unknown_delivery_provider_is_named_with_the_installed_ones(project_dir: Path, launchkit: Launchkit) -> None:
     edit(project_dir / CONFIG_FILE, 'provider = "maildir"', 'provider = "postmrak"')
 

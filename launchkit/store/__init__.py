@@ -17,6 +17,7 @@ import fcntl
 import os
 import re
 import secrets
+import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -345,7 +346,17 @@ def _postgresql_engine(url: str) -> Engine:
     return engine
 
 
+#: UPDATE … RETURNING (claims) needs SQLite 3.35; UPDATE … FROM (settling) 3.33.
+MIN_SQLITE = (3, 35)
+
+
 def _sqlite_engine(url: str) -> Engine:
+    if sqlite3.sqlite_version_info < MIN_SQLITE:
+        raise LaunchkitError(
+            f"this Python uses SQLite {sqlite3.sqlite_version}, and launchkit needs {'.'.join(map(str, MIN_SQLITE))} or later: "
+            "use a Python built with a newer SQLite (python.org's builds, or Debian 12 / Ubuntu 22.04 and later), "
+            "or PostgreSQL ([project] database)"
+        )
     engine = create_engine(url, connect_args={"timeout": 30})
 
     @event.listens_for(engine, "connect")

@@ -336,9 +336,8 @@ def settle(conn: Connection, token: str, outcomes: Sequence[dict[str, Any]], now
     for shared, group in groups.items():
         with_ids = [(o["oid"], o["provider_message_id"]) for o in group if "provider_message_id" in o]
         for start in range(0, len(with_ids), _CHUNK):
-            # The provider's message ids, one per row, come in as a table joined to the outbox:
-            # one statement writes each row once (an UPDATE per row, then one for their shared
-            # values, wrote every row twice and cost a statement per message).
+            # The provider's message ids, one per row, come in as a table joined to the outbox,
+            # so one statement writes each row once, its id and the values it shares together.
             given = _id_pairs(conn, with_ids[start : start + _CHUNK])
             written += conn.execute(
                 update(outbox)
@@ -361,9 +360,10 @@ def _id_pairs(conn: Connection, pairs: Sequence[tuple[int, str | None]]) -> Any:
         ids = bindparam("ids", [oid for oid, _ in pairs], type_=ARRAY(Integer))
         pmids = bindparam("pmids", [pmid for _, pmid in pairs], type_=ARRAY(String))
         return func.unnest(ids, pmids).table_valued("oid", "pmid").render_derived(name="given")
-    # SQLite: a JSON array of [id, message id] pairs, one row each.
-    rows = func.json_each(bindparam("pairs", json.dumps(pairs), type_=String)).table_valued("value").alias("given")
-    return select(rows.c.value.op("->>")(0).label("oid"), rows.c.value.op("->>")(1).label("pmid")).subquery("given")
+    # SQLite: a JSON array of [id, message id] pairs, one row each (json_extract rather than
+    # ->>, which needs SQLite 3.38).
+    rows = func.json_each(bindparam("pairs", json.dumps(pairs), type_=String)).table_valued("value").alias("pairs")
+    return select(func.json_extract(rows.c.value, "$[0]").label("oid"), func.json_extract(rows.c.value, "$[1]").label("pmid")).subquery("given")
 
 
 def sent_since(conn: Connection, moment: datetime) -> int:
