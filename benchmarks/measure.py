@@ -225,6 +225,14 @@ def progress(size: int, message: str) -> None:
     print(f"[{size:>9,}] {message}", file=sys.stderr, flush=True)
 
 
+def leave_run_folder(run_dir: Path, data: dict[str, Any], keep: bool) -> None:
+    """At the end of a run, keep its folder (named in ``data``) or delete it."""
+    if keep:
+        data["kept"] = str(run_dir)
+    else:
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
 def write_json(path: Path | None, data: Any) -> None:
     """Write ``data`` as indented JSON to ``path`` (its folder created); nothing when None."""
     if path is None:

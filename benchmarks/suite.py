@@ -36,7 +36,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from benchmarks.measure import ROOT, BenchmarkError, machine, outbox_rows, peak_rss_mb, progress, run_child, snapshot, summary
+from benchmarks.measure import ROOT, BenchmarkError, leave_run_folder, machine, outbox_rows, peak_rss_mb, progress, run_child, snapshot, summary
 from benchmarks.scenario import EMAIL
 from benchmarks.tick import PACKAGES
 
@@ -191,10 +191,7 @@ def run(
             data["load_average_after"] = os.getloadavg()
             checkpoint(data)
     finally:
-        if keep:
-            data["kept"] = str(run_dir)
-        else:
-            shutil.rmtree(run_dir, ignore_errors=True)
+        leave_run_folder(run_dir, data, keep)
     return data
 
 

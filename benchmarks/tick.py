@@ -41,6 +41,7 @@ from benchmarks.measure import (
     Spans,
     Stopwatch,
     child_env,
+    leave_run_folder,
     machine,
     outbox_rows,
     peak_rss_mb,
@@ -331,10 +332,7 @@ def run(
             data["load_average"]["after"] = os.getloadavg()
             checkpoint(data)
     finally:
-        if keep:
-            data["kept"] = str(run_dir)
-        else:
-            shutil.rmtree(run_dir, ignore_errors=True)
+        leave_run_folder(run_dir, data, keep)
     return data
 
 
