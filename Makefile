@@ -61,6 +61,7 @@ test: install
 # command behind docs/benchmarks.md (send + floor, plan, idle tick, report, peak RSS).
 bench-smoke: install
 	$(BIN)/python -m benchmarks suite --sizes 10000 --idle-ticks 5 --report-repeat 1 > /dev/null
+	$(BIN)/python -m benchmarks.send --messages 2000 --ceiling > /dev/null
 	$(BIN)/python -m benchmarks.serve --smoke > /dev/null
 	@if [ -n "$$LAUNCHKIT_TEST_POSTGRES" ]; then \
 		$(BIN)/python -m benchmarks.workers --messages 2000 --workers 2 > /dev/null; \

@@ -1,6 +1,6 @@
 """How fast a tick sends a launch email through the ``postmark`` provider, against its floor.
 
-    .venv/bin/python -m benchmarks.send [--messages 100000] [--repeat 1] [--json OUT] [--profile OUT.prof]
+    .venv/bin/python -m benchmarks.send [--messages 100000] [--repeat 1] [--json OUT] [--profile OUT.prof] [--ceiling]
 
 The scenario is ``benchmarks.scenario``'s, the same as ``python -m benchmarks suite``: a
 project from ``launchkit init``'s skeleton whose launch is one French email, ``ouverture``
@@ -26,6 +26,11 @@ Each step runs in a fresh process, so the send's peak memory is its own:
 The server must have accepted every message exactly once (distinct ``Metadata.key``), and
 the outbox must hold N ``ouverture`` rows sent; otherwise the run fails. With ``--repeat R``
 the planned database is copied before the first send and restored before each next one.
+
+``--ceiling`` measures what the send reaches on this machine when rendering costs nothing:
+each message is a copy of the first one composed for its email (its own key, recipient and
+body strings, so the provider still encodes every body from memory), and there is no floor.
+Everything else (claims, checks, outbox writes, JSON bodies, HTTP, the server) is the send's.
 """
 
 from __future__ import annotations
@@ -204,18 +209,43 @@ def floor(root: Path, size: int) -> float:
     return seconds
 
 
-def measure(folder: str, size: int, profile: str | None = None) -> dict[str, Any]:
+def copy_composed() -> None:
+    """Make composing free in this process (``--ceiling``): each message is a copy of its email's first."""
+    import dataclasses
+
+    from launchkit.compose import Composer
+
+    compose = Composer.compose
+    first: dict[str, Any] = {}
+
+    def copied(self: Composer, email: Any, contact: Any, window: Any, now: Any, link_ids: Any = None) -> Any:
+        if email.id not in first:
+            first[email.id] = compose(self, email, contact, window, now, link_ids)
+        message = first[email.id]
+        # New body strings, as rendering makes: encoding reads each message's own memory.
+        return dataclasses.replace(
+            message, key=f"{self.launch.id}/{email.id}/{contact.id}", to=contact.email, to_name=contact.name or None,
+            contact_id=contact.id, html=message.html[:-1] + message.html[-1:], text=message.text[:-1] + message.text[-1:],
+        )
+
+    Composer.compose = copied  # type: ignore[method-assign]
+
+
+def measure(folder: str, size: int, profile: str | None = None, ceiling: bool = False) -> dict[str, Any]:
     """The send tick, then the floor, in this (fresh) process: their seconds and peak RSS.
 
-    The send's peak is read before the floor runs (peak RSS only grows)."""
+    The send's peak is read before the floor runs (peak RSS only grows). With ``ceiling``,
+    composing is a copy (:func:`copy_composed`) and there is no floor."""
     root = Path(folder)
+    if ceiling:
+        copy_composed()
     baseline = peak_rss_mb()
     seconds, cpu_seconds, report, spans = send_tick(root, size, Path(profile) if profile else None)
     send_peak = peak_rss_mb()
     rows = outbox_rows(root)
     if report.sent != size or rows.get("sent") != {EMAIL: size} or sum(n for r in rows.values() for n in r.values()) != size:
         raise BenchmarkError(f"expected {EMAIL!r} sent to {size}; the tick reported {report.sent} sent ({report.failures[:3]}), the outbox {rows}")
-    floor_seconds = floor(root, size)
+    floor_seconds = None if ceiling else floor(root, size)
     return {
         "send_seconds": seconds,
         "send_cpu_seconds": cpu_seconds,
@@ -234,7 +264,9 @@ def check_received(received: dict[str, Any], size: int, sends: int) -> None:
         raise BenchmarkError(f"the server answered {received['statuses']}")
 
 
-def run(size: int, repeat: int, workdir: Path | None, profile: Path | None, code: Path | None = None) -> dict[str, Any]:
+def run(
+    size: int, repeat: int, workdir: Path | None, profile: Path | None, code: Path | None = None, ceiling: bool = False
+) -> dict[str, Any]:
     """Set up and plan once, then ``repeat`` sends (each followed by its floor), each in a fresh process."""
     folder = Path(tempfile.mkdtemp(prefix=f"send-{size}-", dir=workdir))
     try:
@@ -248,7 +280,7 @@ def run(size: int, repeat: int, workdir: Path | None, profile: Path | None, code
                 if attempt:
                     shutil.copyfile(planned_db, folder / "launchkit.db")
                 traced = str(profile.resolve()) if profile and attempt == 0 else None
-                runs.append(run_child("benchmarks.send:measure", code=code, folder=str(folder), size=size, profile=traced))
+                runs.append(run_child("benchmarks.send:measure", code=code, folder=str(folder), size=size, profile=traced, ceiling=ceiling))
             received = server.stop()
         check_received(received, size, repeat)
         return {"messages": size, "import": setup, "plan": plan, "runs": runs, "server": received}
@@ -264,7 +296,8 @@ def table(result: dict[str, Any]) -> str:
     n = result["messages"]
     for r in result["runs"]:
         s, f = r["send_seconds"], r["floor_seconds"]
-        lines.append(f"| {n:,} | {s:.2f} | {n / s:,.0f} | {f:.2f} | {n / f:,.0f} | {s / f:.2f} | {r['rss_mb']['send']:.0f} | {r['rss_mb']['floor']:.0f} |")
+        floor_cells = f"{f:.2f} | {n / f:,.0f} | {s / f:.2f}" if f is not None else "— | — | —"
+        lines.append(f"| {n:,} | {s:.2f} | {n / s:,.0f} | {floor_cells} | {r['rss_mb']['send']:.0f} | {r['rss_mb']['floor']:.0f} |")
     spans = [r["spans"] for r in result["runs"]]
     lines += ["", "| send › part (µs/message, callees included) | " + " | ".join(f"run {i + 1}" for i in range(len(spans))) + " |"]
     lines.append("|---|" + "---:|" * len(spans))
@@ -280,8 +313,9 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="write the raw figures here")
     parser.add_argument("--workdir", type=Path, help="where the temporary project goes")
     parser.add_argument("--profile", type=Path, help="cProfile the first send tick into this file (inflates its time)")
+    parser.add_argument("--ceiling", action="store_true", help="composing replaced by a copy of each email's first message; no floor")
     args = parser.parse_args()
-    result = run(args.messages, args.repeat, args.workdir, args.profile)
+    result = run(args.messages, args.repeat, args.workdir, args.profile, ceiling=args.ceiling)
     result["load_average"] = os.getloadavg()
     result["cpus"] = os.cpu_count()
     print(table(result))
