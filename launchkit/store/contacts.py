@@ -14,9 +14,7 @@ from launchkit.store import next_revision, upsert_insert
 from launchkit.store.erasure import suppressed
 from launchkit.store.tables import contact_tags, contacts, conversions, events
 
-SUBSCRIBED = "subscribed"
-#: Statuses that are never sent anything, whatever a condition says.
-UNSENDABLE = ("unsubscribed", "bounced", "complained")
+SUBSCRIBED = "subscribed"  #: the one status that is sent anything (``Contact.sendable``)
 
 _CHUNK = 500  # keeps IN (...) lists under every backend's parameter limit
 
