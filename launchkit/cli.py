@@ -15,6 +15,7 @@ import click
 
 from launchkit import __version__
 from launchkit.errors import ConfigError, LaunchkitError
+from launchkit.reporters.words import counted
 
 
 class _Group(click.Group):
@@ -328,7 +329,7 @@ def outbox_retry(ctx: click.Context, status: str | None, launch_id: str | None) 
     if status is None:
         raise click.UsageError("say which rows to retry: --in-doubt or --failed")
     count = retry(_project(ctx), status, launch_id=launch_id)
-    _console().print(f"{count} row(s) scheduled again; the next tick sends them.")
+    _console().print(f"{counted(count, 'row')} scheduled again; the next tick sends them.")
 
 
 @cli.command("send-test")
@@ -437,7 +438,7 @@ def audience_tag(ctx: click.Context, tag: str, emails: tuple[str, ...]) -> None:
     from launchkit.audience import tag as add_tag
 
     added = add_tag(_project(ctx), emails, [tag])
-    _console().print(f"Tagged {added} contact(s) with {tag!r}.")
+    _console().print(f"Tagged {counted(added, 'contact')} with {tag!r}.")
 
 
 @audience.command("untag")
@@ -454,7 +455,7 @@ def audience_untag(ctx: click.Context, tag: str, emails: tuple[str, ...]) -> Non
     from launchkit.audience import untag
 
     removed = untag(_project(ctx), emails, [tag])
-    _console().print(f"Removed {tag!r} from {removed} contact(s).")
+    _console().print(f"Removed {tag!r} from {counted(removed, 'contact')}.")
 
 
 @audience.command("unsubscribe")
@@ -497,11 +498,11 @@ def audience_forget(ctx: click.Context, email: str, yes: bool) -> None:
     found = result.traces
     if found.contact:
         console.print(
-            f"Forgot {result.email}: deleted the contact, {found.tags} tag(s) and {found.outbox} outbox row(s); "
-            f"{found.events} event(s) and {found.conversions} purchase(s) kept without the address."
+            f"Forgot {result.email}: deleted the contact, {counted(found.tags, 'tag')} and {counted(found.outbox, 'outbox row')}; "
+            f"{counted(found.events, 'event')} and {counted(found.conversions, 'purchase')} kept without the address."
         )
     elif found.conversions:
-        console.print(f"Forgot {result.email}: no contact; {found.conversions} purchase(s) kept without the address.")
+        console.print(f"Forgot {result.email}: no contact; {counted(found.conversions, 'purchase')} kept without the address.")
     elif result.already:
         console.print(f"{result.email} was already forgotten; nothing left to erase.")
     else:
@@ -529,7 +530,7 @@ def audience_export(ctx: click.Context, output: Path | None, tag_name: str | Non
         return
     with open(output, "w", encoding="utf-8", newline="") as handle:
         count = export_csv(project, handle, tag_name=tag_name, status=status)
-    _console(stderr=True).print(f"Exported {count} contact(s) to {output}.")
+    _console(stderr=True).print(f"Exported {counted(count, 'contact')} to {output}.")
 
 
 @cli.group(cls=_Group)

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from launchkit.engine import Progress, TickReport
 from launchkit.plugins import Plugins
+from launchkit.reporters.words import counted
 from launchkit.store.contacts import Contact
 from launchkit.timeline import LaunchTimeline
 from launchkit.types import OutgoingMessage
@@ -66,7 +67,7 @@ def print_tick(console: Console, report: TickReport, *, dry_run: bool) -> None:
         console.print("Another tick is running for this project; this one did nothing.")
         return
     if dry_run:
-        console.print(f"Dry run: {len(report.would_send)} message(s) would be sent; nothing was sent or recorded.")
+        console.print(f"Dry run: {counted(len(report.would_send), 'message')} would be sent; nothing was sent or recorded.")
         for message in report.would_send[:20]:
             console.print(f"  {message.launch}/{message.email} → {message.to}: {message.subject}", markup=False)
         if len(report.would_send) > 20:

@@ -237,7 +237,7 @@ def test_export_to_a_file_writes_csv_and_counts_on_stderr(project_dir: Path, lau
 
     result = ok(launchkit("audience", "export", "-o", str(out), "--tag", "waitlist"))
 
-    assert "Exported 4 contact(s)" in result.stderr
+    assert "Exported 4 contacts" in result.stderr
     rows = list(csv.DictReader(out.open(encoding="utf-8", newline="")))
     assert {r["email"] for r in rows} == {"ada@example.com", "grace@example.com", "linus@example.org", "mallory@example.com"}
     assert next(r for r in rows if r["email"] == "mallory@example.com")["first_name"] == '\'=HYPERLINK("x")'

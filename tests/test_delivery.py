@@ -112,7 +112,7 @@ def test_outbox_lists_failures_with_reasons_and_retry_resends_in_doubt_rows(tmp_
 
     tick(Project.open(root, now="2030-01-02 09:10"), provider=RecordingProvider())
     retried = runner.invoke(cli, ["--project", str(root), "outbox", "retry", "--in-doubt"], env=env)
-    assert retried.exit_code == 0 and "1 row(s)" in retried.output
+    assert retried.exit_code == 0 and "1 row scheduled again" in retried.output
     again = RecordingProvider()
     tick(Project.open(root, now="2030-01-02 09:11"), provider=again)
     assert [m.to for m in again.sent] == ["p1@example.com"]

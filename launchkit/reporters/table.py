@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, TextIO
 
 from launchkit import hookimpl
-from launchkit.reporters.words import money, percent, verdict_sentence
+from launchkit.reporters.words import counted, money, percent, verdict_sentence
 from launchkit.types import Reporter
 
 BAR = "█"
@@ -44,7 +44,7 @@ def _launch(console: Any, launch: Any) -> None:
     )
     console.print(verdict_sentence(launch))
     per = f" · {money(h.revenue_per_subscriber, h.currency)} per subscriber" if h.revenue_per_subscriber is not None else ""
-    console.print(f"Revenue {money(h.revenue, h.currency)} net{per} · {h.refunds} refund(s), {money(h.refunded, h.currency)}")
+    console.print(f"Revenue {money(h.revenue, h.currency)} net{per} · {counted(h.refunds, 'refund')}, {money(h.refunded, h.currency)}")
 
     emails = [e for p in launch.phases for e in p.emails]
     delivered = any(e.stats.delivered is not None for e in emails)
@@ -74,7 +74,7 @@ def _launch(console: Any, launch: Any) -> None:
             console.print(f"  {d.day:%a %d %b}  {BAR * round(20 * d.count / top):<20} {d.count:>4}  {money(d.amount, h.currency)}")
     if launch.waitlist_growth:
         last = launch.waitlist_growth[-1]
-        console.print(f"[bold]Waitlist[/bold]: {last.total:,} joined over {len(launch.waitlist_growth)} day(s); "
+        console.print(f"[bold]Waitlist[/bold]: {last.total:,} joined over {counted(len(launch.waitlist_growth), 'day')}; "
                       f"busiest day {max(launch.waitlist_growth, key=lambda d: d.count).day:%d %b}")
     if launch.problems:
         problems = Table("email", "status", "rows", "reason", title="Deliveries that did not go out")

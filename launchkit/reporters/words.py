@@ -1,9 +1,14 @@
-"""Numbers and verdicts in words, shared by the reporters people read (table, HTML)."""
+"""Numbers and verdicts in words, shared by what people read: the table and HTML reporters, the commands' messages."""
 
 from __future__ import annotations
 
 from decimal import Decimal
 from typing import Any
+
+
+def counted(n: int, noun: str) -> str:
+    """``1 row``, ``2 rows``, ``1,200 rows`` (nouns with a regular plural)."""
+    return f"{n:,} {noun}" if n == 1 else f"{n:,} {noun}s"
 
 
 def percent(value: float | None, digits: int = 1) -> str:
