@@ -100,7 +100,7 @@ def check(ctx: click.Context) -> None:
     if not report.ok:
         raise click.ClickException("\n".join(str(p) for p in report.problems))
     emails = sum(len(launch.emails) for launch in report.launches)
-    _console().print(f"OK: {len(report.launches)} launch(es), {emails} emails, no problems.")
+    _console().print(f"OK: {counted(len(report.launches), 'launch', 'launches')}, {counted(emails, 'email')}, no problems.")
 
 
 @cli.command()
@@ -377,7 +377,7 @@ def audience_import(ctx: click.Context, file: Path, tags: tuple[str, ...]) -> No
     for problem in report.problems:
         console.print(f"  skipped line {problem.line}: {problem.message}")
     if report.suppressed:
-        console.print(f"{report.suppressed} address(es) skipped: erased on request (audience forget).")
+        console.print(f"{counted(report.suppressed, 'address', 'addresses')} skipped: erased on request (audience forget).")
 
 
 @audience.command("add")

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from launchkit.engine import Progress, TickReport
 from launchkit.plugins import Plugins
-from launchkit.reporters.words import counted
+from launchkit.reporters.words import band_sales, counted
 from launchkit.store.contacts import Contact
 from launchkit.timeline import LaunchTimeline
 from launchkit.types import OutgoingMessage
@@ -25,15 +25,16 @@ def print_timeline(console: Console, timelines: list[LaunchTimeline], now: datet
         console.print(f"[bold]{launch.id}[/bold] — {launch.spec.name} ({launch.spec.mode}, {launch.tz.key})")
         low, high = launch.spec.benchmark
         currency = launch.spec.currency
+        revenue = f"revenue {t.forecast_revenue[0]:,.0f}–{t.forecast_revenue[1]:,.0f} {currency}"
         console.print(
-            f"{t.audience} contacts in this launch's audience ({launch.audience.source}): a launch in your "
-            f"benchmark band ({low:.0%}–{high:.0%}) would sell {t.forecast_sales[0]}–{t.forecast_sales[1]} "
-            f"(revenue {t.forecast_revenue[0]:,.0f}–{t.forecast_revenue[1]:,.0f} {currency})."
+            f"{counted(t.audience, 'contact')} in this launch's audience ({launch.audience.source}): a launch in your "
+            f"benchmark band ({low:.0%}–{high:.0%}) would sell {band_sales(t.forecast_sales)}"
+            + (f" ({revenue})." if t.forecast_sales[1] else ": the audience is what to grow first.")
         )
         if t.past is not None:
             rate, sales, revenue, count = t.past
             console.print(
-                f"Your own {count} finished launch(es) converted {rate:.1%} of their audience: at that rate this "
+                f"Your own {counted(count, 'finished launch', 'finished launches')} converted {rate:.1%} of their audience: at that rate this "
                 f"one would sell {sales} (revenue {revenue:,.0f} {currency})."
             )
         console.print(f"Now: {now.astimezone(launch.tz):%a %d %b %Y %H:%M}")

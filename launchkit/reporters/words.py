@@ -6,9 +6,15 @@ from decimal import Decimal
 from typing import Any
 
 
-def counted(n: int, noun: str) -> str:
-    """``1 row``, ``2 rows``, ``1,200 rows`` (nouns with a regular plural)."""
-    return f"{n:,} {noun}" if n == 1 else f"{n:,} {noun}s"
+def counted(n: int, noun: str, plural: str | None = None) -> str:
+    """``1 row``, ``2 rows``, ``1,200 rows``; ``plural`` for nouns that do not just take an s."""
+    return f"{n:,} {noun}" if n == 1 else f"{n:,} {plural or noun + 's'}"
+
+
+def band_sales(sales: tuple[int, int]) -> str:
+    """What a launch in the benchmark band sells to an audience: ``1–2``, or ``less than one``
+    when the audience is too small for the band to round to a sale."""
+    return "less than one" if sales[1] == 0 else f"{sales[0]:,}–{sales[1]:,}"
 
 
 def percent(value: float | None, digits: int = 1) -> str:
@@ -26,7 +32,7 @@ def verdict_sentence(launch: Any) -> str:
     band = f"{low * 100:g}–{high * 100:g} %"
     if h.audience == 0:
         return "No audience yet: nobody in this launch's audience was subscribed when the cart opened."
-    expected = f"a launch in the {band} band sells {h.expected_buyers[0]:,}–{h.expected_buyers[1]:,} to this audience"
+    expected = f"a launch in the {band} band sells {band_sales(h.expected_buyers)} to this audience"
     if launch.status == "not started":
         return f"Not started yet: {expected}."
     so_far = "So far (in progress): " if launch.status == "in progress" else ""
