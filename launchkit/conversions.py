@@ -50,13 +50,14 @@ def record(project: Project, purchases: list[Purchase], *, source: str) -> Conve
         audience = contact_store.ids_for(conn, [_address(p.email) for p in purchases])
         for p in purchases:
             email = _address(p.email)
+            currency = p.currency.upper() if p.currency else None
             if email not in audience and email not in report.unknown_buyers:
                 report.unknown_buyers.append(email)
             at = p.occurred_at or now
             external_id = p.external_id or _derived_id(email, p.product, p.amount, at)
             credit = attribute(conn, project.launches.values(), email, [p.product], at)
             if history.record_conversion(
-                conn, email=email, product=credit.product, amount=p.amount, currency=p.currency,
+                conn, email=email, product=credit.product, amount=p.amount, currency=currency,
                 occurred_at=at, source=source, external_id=external_id, now=now,
                 launch_id=credit.launch_id, email_id=credit.email_id,
             ):
@@ -64,7 +65,7 @@ def record(project: Project, purchases: list[Purchase], *, source: str) -> Conve
                 stored.append(
                     Event(
                         "converted", email, at, launch=credit.launch_id, email_id=credit.email_id, order_id=external_id,
-                        products=(p.product,), amount=p.amount, currency=p.currency, source=source,
+                        products=(p.product,), amount=p.amount, currency=currency, source=source,
                     )
                 )
             else:

@@ -95,11 +95,14 @@ class Headline:
     benchmark: tuple[float, float]
     verdict: str | None  #: below, within, above the benchmark band; None without an audience
     expected_buyers: tuple[int, int]  #: what a launch in the band would sell to this audience
-    revenue: Decimal  #: net of refunds
+    revenue: Decimal  #: net of refunds, in ``currency``
     revenue_per_subscriber: Decimal | None
     refunds: int
-    refunded: Decimal
+    refunded: Decimal  #: in ``currency``
     currency: str
+    #: Net revenue in other currencies, per currency: amounts in two currencies do not add up,
+    #: so these are in no other figure (a platform that pays out in USD, a buyer's own currency).
+    other_currencies: dict[str, Decimal] = field(default_factory=dict)
 
 
 @dataclass
@@ -194,6 +197,7 @@ def build(project: Project, launch_id: str | None = None) -> Report:
 def _launch_report(store: Store, launch: Launch, now: datetime, *, full: bool) -> LaunchReport:
     starts, ends, cart_opens, cart_closes = _dates(launch)
     status = _status(launch, now, starts, ends)
+    currency = launch.spec.currency
     counted_at = min(now, cart_opens) if cart_opens else now
     wanted: dict[str, Callable[[Connection], Any]] = {
         "audience": lambda c: (
@@ -208,13 +212,14 @@ def _launch_report(store: Store, launch: Launch, now: datetime, *, full: bool) -
             "engagement": lambda c: queries.engagement(c, launch.id),
             "sends": lambda c: queries.sends(c, launch.id),
             "entries": lambda c: queries.entries_by_day(c, launch.id, launch.phases[0].name, launch.tz),
-            "daily": lambda c: queries.sales_by_day(c, launch.id, launch.tz),
+            "daily": lambda c: queries.sales_by_day(c, launch.id, launch.tz, currency),
             "problems": lambda c: queries.problems(c, launch.id, PROBLEM_STATUSES),
         }
     wanted |= {
         "buyers": lambda c: queries.buyers(c, launch.id),
-        "sold": lambda c: queries.sales(c, launch.id),
-        "refunds": lambda c: queries.refunds(c, launch.id),
+        "sold": lambda c: queries.sales(c, launch.id, currency),
+        "refunds": lambda c: queries.refunds(c, launch.id, currency),
+        "other_currencies": lambda c: queries.other_currencies(c, launch.id, currency),
     }
     found = _run(store, wanted)
     audience, engaged, buyers, sold = found["audience"], found["engaged"], found["buyers"], found["sold"]
@@ -235,7 +240,8 @@ def _launch_report(store: Store, launch: Launch, now: datetime, *, full: bool) -
         revenue_per_subscriber=(revenue / audience).quantize(CENTS) if audience else None,
         refunds=refunds,
         refunded=refunded,
-        currency=launch.spec.currency,
+        currency=currency,
+        other_currencies=found["other_currencies"],
     )
     report = LaunchReport(
         id=launch.id, name=launch.spec.name, product=launch.spec.product, mode=launch.spec.mode, status=status,

@@ -12,7 +12,7 @@ from markupsafe import Markup, escape
 
 from launchkit import hookimpl
 from launchkit.reporters import svg
-from launchkit.reporters.words import money, percent, verdict_sentence
+from launchkit.reporters.words import money, other_currencies_sentence, percent, verdict_sentence
 from launchkit.types import Reporter
 
 STYLE = """
@@ -71,6 +71,7 @@ def _launch(launch: Any) -> str:
         f"{escape(launch.id)} · product {escape(launch.product)}{_dates(launch)}</p>",
         '<section class="cards">' + "".join(f'<div class="card"><b>{escape(v)}</b><span>{escape(k)}</span></div>' for v, k in cards) + "</section>",
         f'<p class="verdict">{escape(verdict_sentence(launch))}</p>',
+        *([f"<p>{escape(other)}</p>"] if (other := other_currencies_sentence(h)) else []),
         "<figure>" + svg.band_gauge(h.conversion, *h.benchmark, title="Conversion against the benchmark band") + "</figure>",
     ]
     if launch.sales_by_day:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, TextIO
 
 from launchkit import hookimpl
-from launchkit.reporters.words import counted, money, percent, verdict_sentence
+from launchkit.reporters.words import counted, money, other_currencies_sentence, percent, verdict_sentence
 from launchkit.types import Reporter
 
 BAR = "█"
@@ -45,6 +45,8 @@ def _launch(console: Any, launch: Any) -> None:
     console.print(verdict_sentence(launch))
     per = f" · {money(h.revenue_per_subscriber, h.currency)} per subscriber" if h.revenue_per_subscriber is not None else ""
     console.print(f"Revenue {money(h.revenue, h.currency)} net{per} · {counted(h.refunds, 'refund')}, {money(h.refunded, h.currency)}")
+    if other := other_currencies_sentence(h):
+        console.print(other)
 
     emails = [e for p in launch.phases for e in p.emails]
     delivered = any(e.stats.delivered is not None for e in emails)

@@ -25,6 +25,14 @@ def money(value: Decimal | None, currency: str) -> str:
     return "—" if value is None else f"{value:,.2f} {currency}"
 
 
+def other_currencies_sentence(headline: Any) -> str | None:
+    """Sales in currencies other than the launch's, which no revenue figure includes; None without any."""
+    if not headline.other_currencies:
+        return None
+    amounts = " and ".join(money(amount, code) for code, amount in headline.other_currencies.items())
+    return f"Also {amounts} from sales in another currency than {headline.currency}: not in the revenue figures."
+
+
 def verdict_sentence(launch: Any) -> str:
     """The headline's judgement, plainly: in progress, no audience, or against the band."""
     h = launch.headline

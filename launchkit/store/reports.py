@@ -14,7 +14,7 @@ from decimal import Decimal
 from typing import Any, Iterable
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, and_, distinct, func, literal_column, or_, select
+from sqlalchemy import Connection, and_, case, distinct, func, literal_column, or_, select
 from sqlalchemy.sql.elements import ColumnElement
 
 from launchkit.conditions import Formula
@@ -73,8 +73,19 @@ def engagement(conn: Connection, launch_id: str) -> dict[tuple[str, int | None, 
     return {(e, None if v == -1 else v, k): n for e, v, k, n in conn.execute(query)}  # -1: event_counts' unknown
 
 
-def sales(conn: Connection, launch_id: str) -> dict[tuple[str | None, int | None, str], tuple[int, int, Decimal]]:
-    """(credited email, its variant, paid|refunded) -> (buyers, purchases, amount)."""
+def _in_currency(currency: str) -> ColumnElement[bool]:
+    """Purchases whose amount is in ``currency``: those recorded with it, and those recorded
+    without one (typed by hand), which are taken to be in the launch's."""
+    return or_(conversions.c.currency.is_(None), conversions.c.currency == currency)
+
+
+def _amount_in(currency: str) -> ColumnElement[Any]:
+    """The sum of the amounts in ``currency``: another currency's cannot be added to it."""
+    return func.coalesce(func.sum(case((_in_currency(currency), conversions.c.amount), else_=0)), 0)
+
+
+def sales(conn: Connection, launch_id: str, currency: str) -> dict[tuple[str | None, int | None, str], tuple[int, int, Decimal]]:
+    """(credited email, its variant, paid|refunded) -> (buyers, purchases, amount in ``currency``)."""
     credited = outbox.alias("credited")
     joined = conversions.outerjoin(contacts, contacts.c.email == conversions.c.email).outerjoin(
         credited,
@@ -82,7 +93,7 @@ def sales(conn: Connection, launch_id: str) -> dict[tuple[str | None, int | None
     )
     query = (
         select(conversions.c.email_id, credited.c.variant, conversions.c.status,
-               func.count(distinct(conversions.c.email)), func.count(), func.coalesce(func.sum(conversions.c.amount), 0))
+               func.count(distinct(conversions.c.email)), func.count(), _amount_in(currency))
         .select_from(joined)
         .where(conversions.c.launch_id == launch_id)
         .group_by(conversions.c.email_id, credited.c.variant, conversions.c.status)
@@ -96,10 +107,10 @@ def buyers(conn: Connection, launch_id: str) -> int:
     return int(conn.execute(query).scalar() or 0)
 
 
-def sales_by_day(conn: Connection, launch_id: str, tz: ZoneInfo) -> dict[date, tuple[int, Decimal]]:
-    """Local day -> (purchases, amount), refunded ones left out."""
+def sales_by_day(conn: Connection, launch_id: str, tz: ZoneInfo, currency: str) -> dict[date, tuple[int, Decimal]]:
+    """Local day -> (purchases, amount in ``currency``), refunded ones left out."""
     rows = conn.execute(
-        select(_bucket(conn, conversions.c.occurred_at), func.count(), func.coalesce(func.sum(conversions.c.amount), 0))
+        select(_bucket(conn, conversions.c.occurred_at), func.count(), _amount_in(currency))
         .where(conversions.c.launch_id == launch_id, conversions.c.status == "paid")
         .group_by(literal_column("1"))
     )
@@ -145,13 +156,23 @@ def problems(conn: Connection, launch_id: str, statuses: Iterable[str]) -> list[
     return [(e, s, r, int(n)) for e, s, r, n in conn.execute(query)]
 
 
-def refunds(conn: Connection, launch_id: str) -> tuple[int, Decimal]:
+def refunds(conn: Connection, launch_id: str, currency: str) -> tuple[int, Decimal]:
+    """(refunded purchases, their amount in ``currency``)."""
     row = conn.execute(
-        select(func.count(), func.coalesce(func.sum(conversions.c.amount), 0)).where(
-            conversions.c.launch_id == launch_id, conversions.c.status == "refunded"
-        )
+        select(func.count(), _amount_in(currency)).where(conversions.c.launch_id == launch_id, conversions.c.status == "refunded")
     ).one()
     return int(row[0]), Decimal(str(row[1]))
+
+
+def other_currencies(conn: Connection, launch_id: str, currency: str) -> dict[str, Decimal]:
+    """Currency -> what purchases not refunded brought in it, for the currencies other than ``currency``."""
+    rows = conn.execute(
+        select(conversions.c.currency, func.sum(conversions.c.amount))
+        .where(conversions.c.launch_id == launch_id, conversions.c.status == "paid", ~_in_currency(currency))
+        .group_by(conversions.c.currency)
+        .order_by(conversions.c.currency)
+    )
+    return {code: Decimal(str(amount)) for code, amount in rows}
 
 
 def _bucket(conn: Connection, column: Any) -> ColumnElement[Any]:
