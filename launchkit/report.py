@@ -93,7 +93,7 @@ class Headline:
     conversion: float | None  #: buyers / audience
     conversion_engaged: float | None  #: buyers / engaged
     benchmark: tuple[float, float]
-    verdict: str | None  #: below, within, above the benchmark band; None without an audience
+    verdict: str | None  #: below, within, above the benchmark band; None without an audience or before the start
     expected_buyers: tuple[int, int]  #: what a launch in the band would sell to this audience
     revenue: Decimal  #: net of refunds, in ``currency``
     revenue_per_subscriber: Decimal | None
@@ -234,7 +234,8 @@ def _launch_report(store: Store, launch: Launch, now: datetime, *, full: bool) -
         conversion=conversion,
         conversion_engaged=buyers / engaged if engaged else None,
         benchmark=(low, high),
-        verdict=None if conversion is None else "below" if conversion < low else "above" if conversion > high else "within",
+        # Before the launch starts no sale is late yet: "below" would judge it too soon.
+        verdict=None if conversion is None or status == "not started" else "below" if conversion < low else "above" if conversion > high else "within",
         expected_buyers=(round(audience * low), round(audience * high)),
         revenue=revenue,
         revenue_per_subscriber=(revenue / audience).quantize(CENTS) if audience else None,

@@ -208,6 +208,9 @@ def test_a_launch_in_progress_says_so_plainly(history: tuple[Path, Any], launchk
     assert "So far (in progress)" in launchkit("report", LAUNCH).output
     monkeypatch.setenv("LAUNCHKIT_NOW", "2029-12-25 10:00")
     assert "Not started yet" in launchkit("report", LAUNCH).output
+    # No verdict before the start: no sale is late yet.
+    assert json.loads(launchkit("report", LAUNCH, "--format", "json").output)["launch"]["headline"]["verdict"] is None
+    assert "below" not in launchkit("report").output
 
 
 def test_plan_forecasts_from_the_band_and_from_the_creators_own_finished_launches(history: tuple[Path, Any], launchkit: Callable[..., Any], monkeypatch: pytest.MonkeyPatch) -> None:
