@@ -163,6 +163,8 @@ def test_the_cli_writes_each_format(history: tuple[Path, Any], launchkit: Callab
     rows = list(csv.DictReader(out.open()))
     doors = next(r for r in rows if r["email"] == "doors-open" and r["variant"] == "")
     assert (doors["sent"], doors["opened"], doors["sales"], doors["revenue"]) == ("8", "4", "2", "198.00")
+    welcome = next(r for r in rows if r["email"] == "welcome")
+    assert (welcome["sales"], welcome["revenue"]) == ("0", "0.00")  # money always has its two decimals
     html = tmp_path / "report.html"
     assert launchkit("report", LAUNCH, "-o", str(html)).exit_code == 0
     assert html.read_text().startswith("<!DOCTYPE html>")

@@ -7,6 +7,7 @@ a tab or a carriage return) are prefixed with ``'``: a subject line is text, nev
 from __future__ import annotations
 
 import csv
+from decimal import Decimal
 from typing import Any, Iterator, TextIO
 
 from launchkit import hookimpl
@@ -58,6 +59,8 @@ def _rate(value: float | None) -> str:
 def _cell(value: Any) -> Any:
     if value is None:
         return ""
+    if isinstance(value, Decimal):
+        return f"{value:.2f}"  # money: 0.00 like 594.00, not 0
     if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
         return "'" + value
     return value
