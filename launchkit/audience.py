@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Iterable, TextIO
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection
 
@@ -16,6 +18,7 @@ from launchkit.spec import Launch
 from launchkit.store import contacts as contact_store
 from launchkit.store import erasure
 from launchkit.store.contacts import Contact, NewContact
+from launchkit.timing import localize
 
 EXPORT_COLUMNS = ("email", "first_name", "last_name", "status", "tags", "created_at", "consent_source", "consent_at")
 
@@ -27,6 +30,7 @@ class ImportReport:
     merged: int = 0  #: duplicate rows folded into an earlier one
     problems: list[CsvProblem] = field(default_factory=list)  #: rows skipped, with their line
     suppressed: int = 0  #: addresses skipped because they were erased on request (`audience forget`)
+    not_sendable: int = 0  #: contacts the file says left or never confirmed: kept, never written to
 
 
 @dataclass
@@ -47,10 +51,22 @@ def import_csv(project: Project, path: Path, *, tags: Iterable[str] = ()) -> Imp
     """
     parsed = read_contacts_csv(path)
     extra = set(tags)
-    people = [NewContact(r.email, r.first_name, r.last_name, dict(r.fields), r.tags | extra) for r in parsed.rows]
+    tz = project.tz
+    people = [
+        NewContact(
+            r.email, r.first_name, r.last_name, dict(r.fields), r.tags | extra, status=r.status,
+            created_at=_aware(r.created_at, tz), consent_source=r.consent_source, consent_at=_aware(r.consent_at, tz),
+        )
+        for r in parsed.rows
+    ]
     with project.store.begin() as conn:
         counts = contact_store.upsert(conn, people, now=project.now(), consent_source=f"import:{path.name}")
-    return ImportReport(counts.created, counts.updated, parsed.merged, parsed.problems, len(counts.suppressed))
+    return ImportReport(counts.created, counts.updated, parsed.merged, parsed.problems, len(counts.suppressed), counts.not_sendable)
+
+
+def _aware(moment: datetime | None, tz: ZoneInfo) -> datetime | None:
+    """A file's time, in the project's timezone when the file gives no offset."""
+    return localize(moment, tz) if moment is not None and moment.tzinfo is None else moment
 
 
 def add(project: Project, email: str, *, first_name: str | None = None, last_name: str | None = None, tags: Iterable[str] = (), fields: dict[str, str] | None = None, source: str = "cli") -> bool:

@@ -365,6 +365,13 @@ def audience() -> None:
 def audience_import(ctx: click.Context, file: Path, tags: tuple[str, ...]) -> None:
     """Import contacts from a CSV export (Kit, Mailchimp, Substack, Excel…).
 
+    Columns are found by their usual names, in English or French: the address, first and
+    last name (or one name), tags, and a status: someone the file says unsubscribed
+    (cancelled), bounced (cleaned), complained or pending is kept and never written to,
+    and nothing makes a contact who left sendable again. A launchkit export's created_at,
+    consent_source and consent_at are kept; any other column becomes a field
+    (contact.city in templates).
+
     \b
     Example:
       launchkit audience import subscribers.csv --tag newsletter
@@ -373,7 +380,15 @@ def audience_import(ctx: click.Context, file: Path, tags: tuple[str, ...]) -> No
 
     report = import_csv(_project(ctx), file, tags=tags)
     console = _console()
-    console.print(f"Imported {file.name}: {report.created} new, {report.updated} updated, {report.merged} duplicate rows merged.")
+    console.print(
+        f"Imported {file.name}: {report.created} new, {report.updated} updated, "
+        f"{counted(report.merged, 'duplicate row')} merged."
+    )
+    if report.not_sendable:
+        console.print(
+            f"{counted(report.not_sendable, 'contact')} kept but never written to: the file says they "
+            "unsubscribed, bounced, complained or never confirmed."
+        )
     for problem in report.problems:
         console.print(f"  skipped line {problem.line}: {problem.message}")
     if report.suppressed:

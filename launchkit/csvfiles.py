@@ -44,6 +44,12 @@ class ContactRow:
     tags: set[str] = field(default_factory=set)
     fields: dict[str, str] = field(default_factory=dict)  #: other non-empty columns, by snake_case header
     line: int = 0  #: line in the file where this address first appeared
+    #: What the file says of the person, in launchkit's words: ``unsubscribed``, ``bounced``,
+    #: ``complained`` or ``pending``; None when it says subscribed, or nothing.
+    status: str | None = None
+    created_at: datetime | None = None  #: when they joined the list; naive when the file gives no offset
+    consent_source: str | None = None
+    consent_at: datetime | None = None  #: naive when the file gives no offset
 
 
 @dataclass
@@ -129,6 +135,24 @@ _CONTACT_FIRST = _aliases("first_name", "firstname", "first name", "prénom", "p
 _CONTACT_LAST = _aliases("last_name", "lastname", "last name", "nom", "surname", "nom de famille")
 _CONTACT_FULL = _aliases("name", "full name", "nom complet")
 _CONTACT_TAGS = _aliases("tags", "tag", "étiquettes", "labels")
+_CONTACT_STATUS = _aliases("status", "state", "statut", "subscription status", "subscriber status")
+_CONTACT_CREATED = _aliases("created_at", "created at", "subscribed_at", "subscribed at", "date added")
+_CONTACT_CONSENT_SOURCE = _aliases("consent_source", "consent source")
+_CONTACT_CONSENT_AT = _aliases("consent_at", "consent at", "optin_time", "opt-in time")
+
+#: A status column's words (compared like headers), and launchkit's for them: None is
+#: subscribed. Exports say it in many ways (Kit "cancelled", Mailchimp "cleaned"); a word
+#: not here skips its row, since it may mean someone who must not be written to.
+_STATUSES: dict[str, str | None] = {
+    **dict.fromkeys(_aliases("", "subscribed", "active", "confirmed", "subscriber", "abonné", "inscrit"), None),
+    **dict.fromkeys(
+        _aliases("unsubscribed", "unsubscribe", "cancelled", "canceled", "inactive", "opted out", "désabonné", "désinscrit"),
+        "unsubscribed",
+    ),
+    **dict.fromkeys(_aliases("bounced", "bounce", "hard bounce", "cleaned"), "bounced"),
+    **dict.fromkeys(_aliases("complained", "complaint", "spam", "spam complaint"), "complained"),
+    **dict.fromkeys(_aliases("pending", "unconfirmed", "not confirmed"), "pending"),
+}
 
 _SALE_EMAIL = _aliases(
     "email", "e-mail", "email address", "customer email", "purchase_email", "purchase email",
@@ -175,11 +199,12 @@ _DELIMITERS = ",;\t"
 
 
 def _detect_delimiter(header_line: str) -> str:
+    """The header's delimiter: the sniffer's, else the most frequent candidate; "," for one column."""
     try:
         delimiter = csv.Sniffer().sniff(header_line, delimiters=_DELIMITERS).delimiter
-    except csv.Error:
-        delimiter = ""
-    if delimiter not in header_line:
+    except csv.Error:  # a header of one column has nothing to sniff
+        delimiter = None
+    if delimiter is None or delimiter not in header_line:
         delimiter = max(_DELIMITERS, key=header_line.count)
     return delimiter if delimiter in header_line else ","
 
@@ -285,8 +310,12 @@ def read_contacts_csv(path: Path) -> ContactsCsv:
     last_col = _find_column(headers, _CONTACT_LAST)
     full_col = _find_column(headers, _CONTACT_FULL) if first_col is None and last_col is None else None
     tags_col = _find_column(headers, _CONTACT_TAGS)
+    status_col = _find_column(headers, _CONTACT_STATUS)
+    created_col = _find_column(headers, _CONTACT_CREATED)
+    source_col = _find_column(headers, _CONTACT_CONSENT_SOURCE)
+    consent_col = _find_column(headers, _CONTACT_CONSENT_AT)
 
-    known = {email_col, first_col, last_col, full_col, tags_col}
+    known = {email_col, first_col, last_col, full_col, tags_col, status_col, created_col, source_col, consent_col}
     field_cols: dict[int, str] = {}
     for index, header in enumerate(headers):
         if index in known:
@@ -310,6 +339,16 @@ def read_contacts_csv(path: Path) -> ContactsCsv:
         if full_col is not None and (full := _cell(cells, full_col)):
             given, _, family = full.partition(" ")
             first, last = given, family.strip() or None
+        status = _cell(cells, status_col)
+        if _header_key(status) not in _STATUSES:
+            problems.append(CsvProblem(record.line, f"status {status!r} is not one launchkit knows ({_KNOWN_STATUSES}): "
+                                                    "skipped, in case it means someone who must not be written to"))
+            continue
+        try:
+            created_at, consent_at = (_optional_datetime(_cell(cells, col)) for col in (created_col, consent_col))
+        except ValueError as exc:
+            problems.append(CsvProblem(record.line, str(exc)))
+            continue
         row = ContactRow(
             email=email,
             first_name=first,
@@ -317,6 +356,10 @@ def read_contacts_csv(path: Path) -> ContactsCsv:
             tags=_split_tags(_cell(cells, tags_col)),
             fields={name: value for i, name in field_cols.items() if (value := _cell(cells, i))},
             line=record.line,
+            status=_STATUSES[_header_key(status)],
+            created_at=created_at,
+            consent_source=_cell(cells, source_col) or None,
+            consent_at=consent_at,
         )
         earlier = by_email.get(email)
         if earlier is None:
@@ -324,6 +367,7 @@ def read_contacts_csv(path: Path) -> ContactsCsv:
             continue
         merged += 1
         earlier.tags |= row.tags
+        earlier.status = earlier.status or row.status  # one row saying they left is enough
         earlier.first_name = earlier.first_name or row.first_name
         earlier.last_name = earlier.last_name or row.last_name
         for name, value in row.fields.items():
@@ -364,6 +408,13 @@ def _parse_amount(text: str) -> tuple[Decimal, str | None]:
 
 
 _DAY_FIRST_FORMATS = ("%d/%m/%Y", "%d/%m/%Y %H:%M", "%d/%m/%Y %H:%M:%S")
+
+
+_KNOWN_STATUSES = "subscribed, active, unsubscribed, cancelled, bounced, cleaned, complained, pending…"
+
+
+def _optional_datetime(text: str) -> datetime | None:
+    return _parse_datetime(text) if text else None
 
 
 def _parse_datetime(text: str, *, utc: bool = False) -> datetime:

@@ -210,6 +210,53 @@ def test_unsubscribed_contact_gets_no_launch_email(project_dir: Path, launchkit:
     assert recipients == {"ada@example.com", "linus@example.org"}
 
 
+def test_an_export_imported_into_a_new_project_keeps_who_left_and_their_consent(
+    project_dir: Path, launchkit: Launchkit, sent_mail, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Moving a project (docs/scaling.md): export, then import into a fresh one."""
+    import_skeleton_audience(project_dir, launchkit, monkeypatch)
+    ok(launchkit("audience", "unsubscribe", "grace@example.com"))
+    before = exported(launchkit)
+    moved = tmp_path / "moved.csv"
+    ok(launchkit("audience", "export", "-o", str(moved)))
+    for kept in ("audience.csv", "launchkit.db"):
+        (project_dir / kept).unlink(missing_ok=True)
+
+    result = ok(launchkit("audience", "import", str(moved)))
+
+    assert "5 new" in result.output and "1 contact kept but never written to" in result.output
+    after = exported(launchkit)
+    assert after == before  # status, tags, created_at, consent_source and consent_at all came along
+    assert "created_at" not in next(csv.reader(io.StringIO(launchkit("audience", "export").output)))[8:]
+    monkeypatch.setenv("LAUNCHKIT_NOW", "2030-01-02 09:05")  # welcome goes to the waitlist
+    ok(launchkit("run"))
+    assert {m["To"].addresses[0].addr_spec for m in sent_mail()} == {"ada@example.com", "linus@example.org"}
+
+
+def test_a_file_saying_a_contact_left_marks_them_and_never_brings_one_back(project_dir: Path, launchkit: Launchkit) -> None:
+    ok(launchkit("audience", "import", str(project_dir / "audience.csv")))
+    ok(launchkit("audience", "unsubscribe", "alan@example.com"))
+    kit = project_dir / "kit.csv"
+    kit.write_text(
+        "email_address,state\n"
+        "ada@example.com,cancelled\n"  # Kit's word for unsubscribed
+        "grace@example.com,bounced\n"
+        "alan@example.com,active\n"  # the file is older than his unsubscribe
+        "new@example.com,complained\n"
+        "katherine@example.com,gone fishing\n"
+    )
+
+    result = ok(launchkit("audience", "import", str(kit)))
+
+    assert "3 contacts kept but never written to" in result.output
+    assert "skipped line 6: status 'gone fishing' is not one launchkit knows" in result.output
+    statuses = {address: row["status"] for address, row in exported(launchkit).items()}
+    assert statuses == {
+        "ada@example.com": "unsubscribed", "grace@example.com": "bounced", "alan@example.com": "unsubscribed",
+        "new@example.com": "complained", "katherine@example.com": "subscribed", "linus@example.org": "subscribed",
+    }
+
+
 def test_unsubscribing_an_unknown_address_is_an_error(launchkit: Launchkit) -> None:
     result = launchkit("audience", "unsubscribe", "ghost@example.com")
 

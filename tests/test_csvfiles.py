@@ -73,7 +73,7 @@ def test_kit_convertkit_export_headers(tmp_path):
     assert ana.email == "ana@example.com"
     assert ana.first_name == "Ana" and ana.last_name is None
     assert ana.tags == {"Waitlist", "Course buyer"}
-    assert ana.fields == {"created_at": "2024-01-02 10:00:00"}
+    assert ana.fields == {} and ana.created_at == datetime(2024, 1, 2, 10)  # when Ana joined the list
 
 
 def test_mailchimp_export_headers_and_quoted_tags(tmp_path):
@@ -87,6 +87,50 @@ def test_mailchimp_export_headers_and_quoted_tags(tmp_path):
     assert (bob.email, bob.first_name, bob.last_name) == ("bob@example.com", "Bob", "Stone")
     assert bob.tags == {"Customer", "VIP"}
     assert bob.fields == {"member_rating": "2"}
+
+
+@pytest.mark.parametrize("text", ["email\none@example.com\ntwo@example.com\n", "Email Address\r\none@example.com\r\ntwo@example.com\r\n"])
+def test_a_file_of_addresses_alone_is_read(tmp_path, text):
+    result = read_contacts_csv(write_file(tmp_path, "list.csv", text))
+    assert [r.email for r in result.rows] == ["one@example.com", "two@example.com"] and result.problems == []
+
+
+def test_a_header_alone_imports_nothing_without_error(tmp_path):
+    assert read_contacts_csv(write_file(tmp_path, "empty.csv", "email\n")).rows == []
+
+
+def test_status_words_of_each_platform_become_launchkits(tmp_path):
+    path = write_file(
+        tmp_path,
+        "members.csv",
+        "Email Address,Status\n"
+        "a@example.com,subscribed\nb@example.com,Cleaned\nc@example.com,unsubscribed\nd@example.com,spam complaint\n"
+        "e@example.com,pending\nf@example.com,\ng@example.com,archived\nc@example.com,subscribed\n",
+    )
+    result = read_contacts_csv(path)
+    assert {r.email: r.status for r in result.rows} == {
+        "a@example.com": None, "b@example.com": "bounced", "c@example.com": "unsubscribed",
+        "d@example.com": "complained", "e@example.com": "pending", "f@example.com": None,
+    }
+    assert [(p.line, p.message.split(" is not")[0]) for p in result.problems] == [(8, "status 'archived'")]
+    assert all(r.fields == {} for r in result.rows)  # the status is no custom field
+
+
+def test_dates_and_consent_of_a_launchkit_export_are_read(tmp_path):
+    path = write_file(
+        tmp_path,
+        "export.csv",
+        "email,status,created_at,consent_source,consent_at\n"
+        "a@example.com,subscribed,2029-12-20T10:00:00+00:00,signup:form,2029-12-20T10:05:00+00:00\n"
+        "b@example.com,subscribed,20/12/2029 11:00,,\n"
+        "c@example.com,subscribed,last tuesday,,\n",
+    )
+    result = read_contacts_csv(path)
+    a, b = result.rows
+    assert a.created_at == datetime(2029, 12, 20, 10, tzinfo=timezone.utc) and a.consent_source == "signup:form"
+    assert a.consent_at == datetime(2029, 12, 20, 10, 5, tzinfo=timezone.utc)
+    assert b.created_at == datetime(2029, 12, 20, 11) and b.consent_at is None and b.consent_source is None
+    assert [p.line for p in result.problems] == [4] and "'last tuesday' is not a date" in result.problems[0].message
 
 
 def test_tab_separated_substack_export(tmp_path):

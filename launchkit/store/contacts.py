@@ -59,12 +59,26 @@ class NewContact:
     last_name: str | None = None
     fields: dict[str, Any] = field(default_factory=dict)
     tags: set[str] = field(default_factory=set)
+    #: ``unsubscribed``, ``bounced``, ``complained`` or ``pending`` when the source says so
+    #: (an export); None: subscribed when new, unchanged when known.
+    status: str | None = None
+    created_at: datetime | None = None  #: when they joined, if the source knows better than now
+    consent_source: str | None = None  #: where they agreed, if the source kept it
+    consent_at: datetime | None = None
+
+
+#: Statuses an import may give a known contact: a subscribed or pending one who left
+#: elsewhere must not be written to; nothing makes a contact who left sendable again.
+_STRICTER = {"unsubscribed", "bounced", "complained"}
 
 
 @dataclass
 class Upserted:
     created: int = 0
     updated: int = 0
+    #: Contacts the source says must not be written to (unsubscribed, bounced, complained,
+    #: pending), new or marked so now.
+    not_sendable: int = 0
     #: Addresses left out because they were erased on request (``audience forget``).
     suppressed: list[str] = field(default_factory=list)
 
@@ -88,11 +102,13 @@ def _contact(row: Any) -> Contact:
 
 
 def upsert(conn: Connection, people: Sequence[NewContact], *, now: datetime, consent_source: str) -> Upserted:
-    """Add new contacts and update known ones (names, fields, tags); never changes a status.
+    """Add new contacts and update known ones (names, fields, tags).
 
-    A contact who unsubscribed stays unsubscribed when a later import lists them again, and
-    an address erased with ``audience forget`` is left out (and listed in ``suppressed``):
-    every way a contact comes in passes here, so none can bring a forgotten person back.
+    A status only ever gets stricter: a contact who unsubscribed stays unsubscribed when a
+    later import lists them again, and one the source says left (``NewContact.status``) is
+    marked so. An address erased with ``audience forget`` is left out (and listed in
+    ``suppressed``): every way a contact comes in passes here, so none can bring a forgotten
+    person back.
     """
     counts = Upserted()
     erased = suppressed(conn, [p.email for p in people])
@@ -105,7 +121,7 @@ def upsert(conn: Connection, people: Sequence[NewContact], *, now: datetime, con
         known = {
             row.email: row
             for row in conn.execute(
-                select(contacts.c.id, contacts.c.email, contacts.c.first_name, contacts.c.last_name, contacts.c.fields).where(
+                select(contacts.c.id, contacts.c.email, contacts.c.first_name, contacts.c.last_name, contacts.c.fields, contacts.c.status).where(
                     contacts.c.email.in_([p.email for p in chunk])
                 )
             )
@@ -120,10 +136,10 @@ def upsert(conn: Connection, people: Sequence[NewContact], *, now: datetime, con
                         first_name=p.first_name,
                         last_name=p.last_name,
                         fields=p.fields,
-                        status=SUBSCRIBED,
-                        consent_source=consent_source,
-                        consent_at=now,
-                        created_at=now,
+                        status=p.status or SUBSCRIBED,
+                        consent_source=p.consent_source or consent_source,
+                        consent_at=p.consent_at or now,
+                        created_at=p.created_at or now,
                         updated_at=now,
                         revision=revision,
                     )
@@ -131,6 +147,7 @@ def upsert(conn: Connection, people: Sequence[NewContact], *, now: datetime, con
                 ],
             )
             counts.created += len(new)
+            counts.not_sendable += sum(1 for p in new if p.status)
         changed = [
             dict(
                 cid=known[p.email].id,
@@ -155,6 +172,19 @@ def upsert(conn: Connection, people: Sequence[NewContact], *, now: datetime, con
                 changed,
             )
             counts.updated += len(changed)
+        leaving = [
+            dict(cid=known[p.email].id, new_status=p.status)
+            for p in chunk
+            if p.email in known and p.status in _STRICTER and known[p.email].status in (SUBSCRIBED, "pending")
+        ]
+        if leaving:
+            conn.execute(
+                update(contacts)
+                .where(contacts.c.id == bindparam("cid"))
+                .values(status=bindparam("new_status"), status_reason=f"{consent_source}: the file says so", updated_at=now, revision=revision),
+                leaving,
+            )
+            counts.not_sendable += len(leaving)
         ids = dict(conn.execute(select(contacts.c.email, contacts.c.id).where(contacts.c.email.in_([p.email for p in chunk]))).all())
         add_tags(conn, [(ids[p.email], tag) for p in chunk for tag in p.tags], now)
     return counts
