@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import sys
 from datetime import date
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -553,30 +554,44 @@ def conversions() -> None:
     """Purchases: typed by hand or imported from a platform's CSV export."""
 
 
+def _amount(_ctx: click.Context, _param: click.Parameter, value: str) -> Decimal:
+    try:
+        amount = Decimal(value)
+    except ArithmeticError:
+        raise click.BadParameter(f"expected an amount like 297 or 19.99; found {value!r}") from None
+    if not amount.is_finite() or amount < 0:
+        raise click.BadParameter(f"expected an amount of 0 or more, like 297 or 19.99; found {value!r}")
+    return amount
+
+
+def _currency(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    if value is not None and not (len(value) == 3 and value.isascii() and value.isalpha()):
+        raise click.BadParameter(f"expected a three-letter currency code like EUR; found {value!r}")
+    return value.upper() if value else None
+
+
 @conversions.command("add")
 @click.argument("email")
 @click.option("--product", required=True, help="The product id; a launch counts it when it matches [launch] product.")
-@click.option("--amount", required=True, type=click.FLOAT)
-@click.option("--currency")
+@click.option("--amount", required=True, callback=_amount, metavar="AMOUNT", help="What the buyer paid, e.g. 297 or 19.99 (a refund: --refunded).")
+@click.option("--currency", callback=_currency, help="Three letters, e.g. EUR (default: the launch's currency).")
 @click.option("--at", "at", metavar="ISO", help="When it was bought (default: now).")
 @click.option("--id", "external_id", help="The order id, so that adding it twice is harmless.")
 @click.option("--refunded", is_flag=True, help="Record it as refunded.")
 @click.pass_context
-def conversions_add(ctx: click.Context, email: str, product: str, amount: float, currency: str | None, at: str | None, external_id: str | None, refunded: bool) -> None:
+def conversions_add(ctx: click.Context, email: str, product: str, amount: Decimal, currency: str | None, at: str | None, external_id: str | None, refunded: bool) -> None:
     """Record one purchase.
 
     \b
     Example:
       launchkit conversions add camille@example.com --product academy --amount 297 --currency EUR
     """
-    from decimal import Decimal
-
     from launchkit.clock import parse_moment
     from launchkit.conversions import Purchase, record
 
     project = _project(ctx)
     when = parse_moment(at, project.tz, source="--at") if at else None
-    purchase = Purchase(email, product, Decimal(str(amount)), currency, when, external_id, refunded)
+    purchase = Purchase(email, product, amount, currency, when, external_id, refunded)
     report = record(project, [purchase], source="manual")
     console = _console()
     console.print("Recorded." if report.added else "Already recorded: nothing changed.")

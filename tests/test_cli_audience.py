@@ -362,6 +362,22 @@ STRIPE_EXPORT = (
 )
 
 
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [("--amount", "-5", "an amount of 0 or more"), ("--amount", "12,5x", "an amount like 297"), ("--currency", "euro", "three-letter currency code")],
+)
+def test_conversions_add_refuses_a_bad_amount_or_currency(project_dir: Path, launchkit: Launchkit, sent_mail, monkeypatch: pytest.MonkeyPatch, option: str, value: str, message: str) -> None:
+    import_skeleton_audience(project_dir, launchkit, monkeypatch)
+    given = {"--amount": "99", "--currency": "USD", option: value}
+
+    result = launchkit("conversions", "add", "ada@example.com", "--product", "course", *(x for kv in given.items() for x in kv))
+
+    assert result.exit_code == 2 and message in result.output and f"{value!r}" in result.output
+    monkeypatch.setenv("LAUNCHKIT_NOW", CLOSE_STARTS)
+    ok(launchkit("run"))
+    assert welcome_buyers_recipients(sent_mail) == set()  # nothing was recorded
+
+
 def test_conversions_import_of_a_stripe_export_counts_buyers_net_of_refunds(project_dir: Path, launchkit: Launchkit, sent_mail, monkeypatch: pytest.MonkeyPatch) -> None:
     import_skeleton_audience(project_dir, launchkit, monkeypatch)
     sales = project_dir / "stripe-payments.csv"
