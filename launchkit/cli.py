@@ -270,8 +270,9 @@ def report(ctx: click.Context, launch: str | None, format_: str | None, output: 
 def serve(ctx: click.Context, host: str, port: int, workers: int, forwarded_allow_ips: str) -> None:
     """The tracking and webhook server: opens, clicks, unsubscribes, signups, webhooks.
 
-    Put it behind HTTPS at [tracking] base_url. It keeps no state of its own: run as many
-    as you like, on as many machines, against the same database.
+    Put it behind HTTPS at [tracking] base_url. It keeps no state of its own. On SQLite keep
+    one worker on the project's machine (a second is a second writer to one file); on
+    PostgreSQL run as many workers, on as many machines, as you like.
 
     \b
     Example:
