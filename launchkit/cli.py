@@ -357,7 +357,13 @@ def send_test(ctx: click.Context, launch: str, email: str, to: str, address: str
 
 @cli.group(cls=_Group)
 def audience() -> None:
-    """The contacts: import, add, list, tag, untag, unsubscribe, export, forget."""
+    """The contacts: import, add, list, tag, untag, unsubscribe, export, forget.
+
+    \b
+    Example:
+      launchkit audience import subscribers.csv --tag newsletter
+      launchkit audience list --tag waitlist
+    """
 
 
 @audience.command("import")
@@ -552,7 +558,12 @@ def audience_export(ctx: click.Context, output: Path | None, tag_name: str | Non
 
 @cli.group(cls=_Group)
 def conversions() -> None:
-    """Purchases: typed by hand or imported from a platform's CSV export."""
+    """Purchases: typed by hand or imported from a platform's CSV export.
+
+    \b
+    Example:
+      launchkit conversions import stripe-payments.csv --product academy
+    """
 
 
 def _amount(_ctx: click.Context, _param: click.Parameter, value: str) -> Decimal:
@@ -648,7 +659,12 @@ def plugins(ctx: click.Context, as_json: bool) -> None:
 
 @cli.group(cls=_Group)
 def db() -> None:
-    """The database."""
+    """The database: its schema's migrations.
+
+    \b
+    Example:
+      launchkit db upgrade
+    """
 
 
 @db.command("upgrade")
