@@ -150,6 +150,9 @@ def _known(conn: object, emails: Iterable[str]) -> list[str]:
     addresses = [_address(e) for e in emails]
     found = contact_store.ids_for(conn, addresses)  # type: ignore[arg-type]
     missing = [a for a in addresses if a not in found]
+    erased = erasure.suppressed(conn, missing)  # type: ignore[arg-type]
+    if erased:
+        raise LaunchkitError(f"{', '.join(sorted(erased))} was erased on request (`launchkit audience forget`): there is no contact to change")
     if missing:
         raise LaunchkitError(f"no contact {', '.join(missing)}; add them first with `launchkit audience add`")
     return addresses

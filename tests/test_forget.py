@@ -184,6 +184,8 @@ def test_an_unknown_address_is_recorded_so_it_can_never_be_imported(project_dir:
     assert "recorded" in result.output
     assert rows(project_dir, select(suppressions.c.email_hash)) == [(hashlib.sha256(b"ghost@example.com").hexdigest(),)]
     refused(launchkit("audience", "add", "ghost@example.com"))
+    tagging = refused(launchkit("audience", "tag", "vip", "Ghost@example.com"))
+    assert "ghost@example.com was erased on request" in tagging.output and "add them first" not in tagging.output
 
 
 def test_a_buyer_who_never_joined_has_their_purchases_pseudonymised(project_dir: Path, launchkit: Launchkit) -> None:
