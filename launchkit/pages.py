@@ -23,6 +23,7 @@ WORDS = {
         "confirmed": "Thank you: {address} is on the list of {project}.",
         "expired": "This confirmation link has expired: please sign up again.",
         "error_title": "Something is missing",
+        "limited_title": "Please try again later",
         "limited": "Too many signups from here; please try again in a while.",
     },
     "fr": {
@@ -40,6 +41,7 @@ WORDS = {
         "confirmed": "Merci : {address} est sur la liste de {project}.",
         "expired": "Ce lien de confirmation a expiré : inscris-toi à nouveau.",
         "error_title": "Il manque quelque chose",
+        "limited_title": "Réessaie plus tard",
         "limited": "Trop d'inscriptions d'ici ; réessaie dans un moment.",
     },
 }

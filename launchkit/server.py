@@ -61,7 +61,7 @@ class TrackingServer:
         self.words = pages.words(self.lang)
         self.writer = GroupCommit(project.store.begin)
         self.links: OrderedDict[int, tracking.Link] = OrderedDict()
-        self.webhooks: dict[str, Webhook | None] = {}
+        self.webhooks = _webhooks(project)  # built now: a broken one stops `serve` at start, as `check` says it
 
     # Opens and clicks.
 
@@ -102,10 +102,10 @@ class TrackingServer:
             return link.url
         utm.setdefault("content", link.email_id)
         parts = urlsplit(link.url)
-        query = parse_qsl(parts.query, keep_blank_values=True)
-        present = {k for k, _ in query}
-        query += [(f"utm_{k}", v) for k, v in utm.items() if f"utm_{k}" not in present]
-        return urlunsplit(parts._replace(query=urlencode(query)))
+        present = {k for k, _ in parse_qsl(parts.query, keep_blank_values=True)}
+        missing = urlencode([(f"utm_{k}", v) for k, v in utm.items() if f"utm_{k}" not in present])
+        # Appended to the query as written: re-encoding it could change what the page reads.
+        return urlunsplit(parts._replace(query="&".join(q for q in (parts.query, missing) if q)))
 
     # Unsubscribe: GET asks (mail scanners follow links), POST does (RFC 8058 one-click too).
 
@@ -155,7 +155,7 @@ class TrackingServer:
             headers = {"Retry-After": str(outcome.retry_after)}
             if wants_json:
                 return JSONResponse({"error": "too many signups; try again later"}, status_code=429, headers=headers)
-            return HTMLResponse(pages.page(self.lang, self.words["error_title"], self.words["limited"]), status_code=429, headers=headers)
+            return HTMLResponse(pages.page(self.lang, self.words["limited_title"], self.words["limited"]), status_code=429, headers=headers)
         if outcome.status == "pending" and outcome.contact_id is not None:
             await run_in_threadpool(signup.send_confirmation, self.project, outcome.contact_id, submission, now)
         # A bot or an erased address gets the answer a person would: nothing tells them apart.
@@ -174,19 +174,25 @@ class TrackingServer:
             return self._page(404, "invalid_title", "invalid")
         if confirmation.expired:
             return self._page(410, "invalid_title", "expired")
-        address = await self.writer.run(lambda conn: signup_store.confirm(conn, confirmation.contact_id, confirmation.tags, now))
-        if address is None:
+        if request.method == "HEAD":  # a link checker or a mail scanner: the answer a GET would get, nothing done
+            outcome = await run_in_threadpool(self._read, lambda conn: signup_store.confirmation(conn, confirmation.contact_id))
+        else:
+            outcome = await self.writer.run(lambda conn: signup_store.confirm(conn, confirmation.contact_id, confirmation.tags, now))
+        if outcome is None:
             return self._page(404, "invalid_title", "invalid")
+        if outcome.status != "subscribed":
+            # Unsubscribed, bounced or complained: said alike, so the page tells no more than the unsubscribe page.
+            return self._page(200, "unsubscribed_title", "unsubscribed", address=pages.mask(outcome.address))
         confirmed = self.project.config.signup.confirmed_url
         if confirmed:
             return RedirectResponse(confirmed, status_code=303)
-        return self._page(200, "confirmed_title", "confirmed", address=pages.mask(address))
+        return self._page(200, "confirmed_title", "confirmed", address=pages.mask(outcome.address))
 
     # Webhooks.
 
     async def webhook(self, request: Request) -> Response:
         name = request.path_params["name"]
-        handler = await run_in_threadpool(self._webhook, name)
+        handler = self.webhooks.get(name)
         if handler is None:
             return JSONResponse({"error": f"no webhook {name!r} is configured"}, status_code=404)
         try:
@@ -211,15 +217,6 @@ class TrackingServer:
             log.warning("webhook %r could not read a request: %r", name, exc)
             return JSONResponse({"error": f"the request could not be read: {exc}"}, status_code=400)
         return JSONResponse({"stored": len(stored.new), "replayed": stored.replayed}, background=BackgroundTask(self._notify, stored.new))
-
-    def _webhook(self, name: str) -> Webhook | None:
-        if name not in self.webhooks:
-            try:
-                self.webhooks[name] = self.project.webhook(name)
-            except ConfigError as exc:
-                log.error("webhook %r is misconfigured: %s", name, exc)
-                self.webhooks[name] = None
-        return self.webhooks[name]
 
     def _notify(self, events: list[Event]) -> None:
         for event in events:
@@ -288,6 +285,20 @@ def _project_dir() -> Any:
     return Path(folder) if folder else None
 
 
+def _webhooks(project: Project) -> dict[str, Webhook | None]:
+    """Every configured webhook; ConfigError listing the problems of all that cannot be built."""
+    found: dict[str, Webhook | None] = {}
+    problems = []
+    for name in project.config.webhooks:
+        try:
+            found[name] = project.webhook(name)
+        except ConfigError as exc:
+            problems += exc.problems
+    if problems:
+        raise ConfigError(problems)
+    return found
+
+
 def _engagement(kind: str, contact_id: int, launch_id: str, email_id: str, variant: int | None, now: datetime, external_id: str,
                 *, link: str | None = None, data: dict[str, Any] | None = None) -> dict[str, Any]:
     return dict(kind=kind, contact_id=contact_id, launch_id=launch_id, email_id=email_id, variant=variant, outbox_id=None,
@@ -314,16 +325,23 @@ def _fields(body: bytes, content_type: str) -> dict[str, Any]:
 
     try:
         if "json" in content_type:
-            data = json.loads(body)
+            data = json.loads(body, object_pairs_hook=_one_email)
             if not isinstance(data, dict):
                 raise signup.SignupRejected("expected a JSON object with an `email`")
             return data
         if "multipart/" in content_type:
             raise signup.SignupRejected("send the form as application/x-www-form-urlencoded (the browser default)")
         text = body.decode("utf-8")
-        return {k: v for k, v in parse_qsl(text, keep_blank_values=True, strict_parsing=False, max_num_fields=50)}
-    except (UnicodeDecodeError, ValueError) as exc:
+        return _one_email(parse_qsl(text, keep_blank_values=True, strict_parsing=False, max_num_fields=50))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # RecursionError: JSON nested thousands deep
         if isinstance(exc, signup.SignupRejected):
             raise
         raise signup.SignupRejected(f"the request body could not be read: {exc}") from None
+
+
+def _one_email(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """Fields from (name, value) pairs; two addresses are refused, rather than one of them signed up."""
+    if [name for name, _ in pairs].count("email") > 1:
+        raise signup.SignupRejected("the `email` field is repeated: send one address per signup")
+    return dict(pairs)
 

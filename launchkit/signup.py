@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -69,8 +70,7 @@ def parse(project: Project, fields: Mapping[str, Any]) -> Submission:
         address = normalize_email(raw)
     except ValueError as exc:
         raise SignupRejected(f"{raw.strip()!r} is not a valid email address: {exc}") from None
-    asked = fields.get("tags") or []
-    asked = [t.strip() for t in (asked.split(",") if isinstance(asked, str) else asked) if isinstance(t, str) and t.strip()]
+    asked = _tags(fields.get("tags"))
     refused = [t for t in asked if t not in settings.allowed_tags]
     if refused:
         raise SignupRejected(f"tag {refused[0]!r} cannot be chosen on this form")
@@ -85,8 +85,27 @@ def parse(project: Project, fields: Mapping[str, Any]) -> Submission:
         last_name=text("last_name"),
         tags=sorted({*settings.tags, *asked}),
         consent=text("consent") or settings.consent_text,
-        is_bot=bool(text(settings.honeypot)),
+        is_bot=_filled(fields.get(settings.honeypot)),
     )
+
+
+def _tags(asked: Any) -> list[str]:
+    """The tags asked for: comma-separated text (a form) or a list of strings (JSON)."""
+    if asked is None:
+        return []
+    if isinstance(asked, str):
+        asked = asked.split(",")
+    # Anything else is refused, not dropped: the person would believe they got those tags.
+    if not isinstance(asked, list) or not all(isinstance(t, str) for t in asked):
+        raise SignupRejected('`tags` must be a list of strings, like ["vip"], or comma-separated text')
+    return [t.strip() for t in asked if t.strip()]
+
+
+def _filled(honeypot: Any) -> bool:
+    """Whether the hidden field was filled in: by a bot, whatever JSON type it used."""
+    if isinstance(honeypot, str):
+        return bool(honeypot.strip())
+    return honeypot not in (None, [], {})
 
 
 def record(conn: Connection, project: Project, submission: Submission, *, client: str, now: datetime, user_agent: str = "") -> Outcome:
@@ -98,7 +117,9 @@ def record(conn: Connection, project: Project, submission: Submission, *, client
         window = timedelta(hours=1)
         allowed = max(1, round(rate * window.total_seconds()))
         if tracking_store.count_hit(conn, key, now, window) > allowed:
-            return Outcome("limited", retry_after=int(window.total_seconds()))
+            # The window is fixed, so the limit lifts when it ends, often sooner than a window from now.
+            left = signups.limit_lifts_at(conn, key, window) - now
+            return Outcome("limited", retry_after=max(1, math.ceil(left.total_seconds())))
     if erasure.is_suppressed(conn, submission.email):
         return Outcome("ignored")
     consent = {

@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterator
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from launchkit import tracking
 from launchkit.project import Project
@@ -31,6 +31,8 @@ pytestmark = pytest.mark.every_backend
 
 BASE = "https://go.example.com"
 PEOPLE = [("ada@example.com", "Ada", "Lovelace"), ("grace@example.com", "Grace", "Hopper"), ("alan@example.com", "Alan", "Turing")]
+#: A link whose query a redirect must not re-encode: a bare flag, an encoded space, its own utm_source.
+PROGRAMME = "https://example.com/p?flag&utm_source=keep&q=a%20b#frag"
 
 
 def request(app: Any, method: str, url: str, **options: Any) -> httpx.Response:
@@ -74,7 +76,8 @@ def tracked(waitlist_project: Callable[..., Path], monkeypatch: pytest.MonkeyPat
     config = root / "launchkit.toml"
     config.write_text(config.read_text().replace('base_url = ""', f'base_url = "{BASE}"') + '\n[webhooks.stripe]\nsigning_secret = "whsec_test"\n')
     welcome = root / "sequences" / "example-launch" / "welcome.md"
-    welcome.write_text(welcome.read_text() + "\nSee [the course]({{ links.sales_page }}), or [write to me](mailto:you@example.com).\n")
+    welcome.write_text(welcome.read_text() + "\nSee [the course]({{ links.sales_page }}), or [write to me](mailto:you@example.com).\n"
+                       f"\nThe [programme]({PROGRAMME}).\n")
     monkeypatch.setenv("LAUNCHKIT_NOW", "2030-01-02 09:05")
     provider = RecordingProvider()
     project = Project.open(root)
@@ -137,6 +140,17 @@ def test_utm_parameters_of_the_launch_are_added_on_the_way_out(tracked: Any) -> 
     click = next(h for h in links_in(provider.sent[0].html) if h.startswith(f"{BASE}/c/"))
     location = request(app, "GET", path_of(click)).headers["location"]
     assert "utm_source=newsletter" in location and "utm_medium=email" in location and "utm_content=welcome" in location
+    app.state.server.writer.close()
+
+
+def test_utm_parameters_are_appended_to_the_query_as_written(tracked: Any) -> None:
+    root, project, _, provider = tracked
+    launch_file = root / "sequences" / "example-launch.toml"
+    launch_file.write_text(launch_file.read_text().replace("[launch.links]", '[launch.utm]\nsource = "newsletter"\nmedium = "email"\n\n[launch.links]'))
+    app = create_app(Project.open(root))
+    clicks = [h for h in links_in(provider.sent[0].html) if h.startswith(f"{BASE}/c/")]
+    locations = [request(app, "GET", path_of(c)).headers["location"] for c in clicks]
+    assert "https://example.com/p?flag&utm_source=keep&q=a%20b&utm_medium=email&utm_content=welcome#frag" in locations, locations
     app.state.server.writer.close()
 
 
@@ -266,6 +280,162 @@ def test_the_honeypot_and_the_rate_limit_stop_a_burst_of_100_bot_posts(tracked: 
     codes = asyncio.run(many())
     assert codes.count(200) == 3 and codes.count(429) == 7
     app.state.server.writer.close()
+
+
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+
+
+def signed_up(app: Any, sent_mail: Any, body: bytes) -> tuple[str, str]:
+    """Post the signup form; the confirmation link and the unsubscribe link of the email it sent."""
+    before = len(sent_mail())
+    assert request(app, "POST", "/subscribe", content=body, headers=FORM).status_code == 200
+    [mail] = sent_mail()[before:]
+    confirm = re.search(rf"{re.escape(BASE)}/confirm/[\w.-]+", mail.get_body(("plain",)).get_content()).group(0)  # type: ignore[union-attr]
+    return path_of(confirm), path_of(mail["List-Unsubscribe"].strip("<>"))
+
+
+def contact_of(project: Project, address: str) -> Any:
+    with project.store.connect() as conn:
+        return conn.execute(select(tables.contacts).where(tables.contacts.c.email == address)).one()
+
+
+def test_an_old_confirmation_link_does_not_undo_an_unsubscribe(tracked: Any, sent_mail: Any) -> None:
+    root, project, _, _ = tracked
+    signup_settings(root)
+    app = create_app(Project.open(root))
+    confirm, unsubscribe = signed_up(app, sent_mail, b"email=lin%40example.com")
+    assert request(app, "GET", confirm).status_code == 200
+    assert request(app, "POST", unsubscribe, content=b"List-Unsubscribe=One-Click", headers=FORM).status_code == 200
+    before = counts(project)
+
+    again = request(app, "GET", confirm)
+    assert again.status_code == 200 and "You are unsubscribed" in again.text and "l***@example.com" in again.text
+    assert "on the list" not in again.text
+    assert counts(project) == before and contact_of(project, "lin@example.com").status == "unsubscribed"
+    app.state.server.writer.close()
+
+    # Signing up again is asking again: the link that signup sends puts them back.
+    later = create_app(Project.open(root, now="2030-01-02 10:00"))
+    fresh, _ = signed_up(later, sent_mail, b"email=lin%40example.com")
+    assert "on the list" in request(later, "GET", fresh).text
+    assert contact_of(project, "lin@example.com").status == "subscribed"
+    later.state.server.writer.close()
+
+
+def test_a_head_request_or_a_second_click_on_a_confirmation_link_writes_nothing(tracked: Any, sent_mail: Any) -> None:
+    root, project, _, _ = tracked
+    signup_settings(root)
+    app = create_app(Project.open(root))
+    confirm, _ = signed_up(app, sent_mail, b"email=lin%40example.com&tags=vip-list")
+    before = counts(project)
+    head = request(app, "HEAD", confirm)
+    assert head.status_code == 200
+    assert counts(project) == before and contact_of(project, "lin@example.com").status == "pending", "a link checker must not confirm"
+
+    get = request(app, "GET", confirm)
+    assert get.status_code == 200 and head.headers["content-length"] == get.headers["content-length"], "HEAD answers as GET does"
+    confirmed = contact_of(project, "lin@example.com")
+    assert confirmed.status == "subscribed" and len(events_of(project, "confirmed")) == 1
+    app.state.server.writer.close()
+
+    later = create_app(Project.open(root, now="2030-01-03 09:00"))
+    before = counts(project)
+    second = request(later, "GET", confirm)
+    assert second.status_code == 200 and "l***@example.com is on the list" in second.text
+    assert counts(project) == before and len(events_of(project, "confirmed")) == 1
+    assert contact_of(project, "lin@example.com").updated_at == confirmed.updated_at
+    later.state.server.writer.close()
+
+
+def test_a_confirmation_link_leaves_a_bounced_contact_alone(tracked: Any, sent_mail: Any) -> None:
+    root, project, _, _ = tracked
+    signup_settings(root)
+    app = create_app(Project.open(root))
+    confirm, _ = signed_up(app, sent_mail, b"email=lin%40example.com")
+    with project.store.begin() as conn:
+        conn.execute(update(tables.contacts).where(tables.contacts.c.email == "lin@example.com").values(status="bounced"))
+    bounced, before = contact_of(project, "lin@example.com"), counts(project)
+    head, get = request(app, "HEAD", confirm), request(app, "GET", confirm)
+    assert head.status_code == get.status_code == 200 and head.headers["content-length"] == get.headers["content-length"]
+    assert "You are unsubscribed" in get.text and "on the list" not in get.text
+    assert counts(project) == before and contact_of(project, "lin@example.com") == bounced
+    app.state.server.writer.close()
+
+
+def test_a_signup_that_is_not_one_clear_person_gets_400_and_writes_nothing(tracked: Any) -> None:
+    root, project, _, _ = tracked
+    signup_settings(root)
+    app = create_app(Project.open(root))
+    before = counts(project)
+    nested = b'{"email": "lin@example.com", "first_name": ' + b"[" * 10_000 + b"]" * 10_000 + b"}"
+    for body, content_type, reason in [
+        (nested, "application/json", "could not be read"),
+        (b"email=lin%40example.com&email=eve%40example.net", "application/x-www-form-urlencoded", "`email` field is repeated"),
+        (b'{"email": "lin@example.com", "email": "eve@example.net"}', "application/json", "`email` field is repeated"),
+        (b'{"email": "lin@example.com", "tags": [1, 2]}', "application/json", "`tags` must be a list of strings"),
+        (b'{"email": "lin@example.com", "tags": 5}', "application/json", "`tags` must be a list of strings"),
+    ]:
+        response = request(app, "POST", "/subscribe", content=body, headers={"Content-Type": content_type})
+        assert response.status_code == 400, (body[:60], response.status_code)
+        assert reason in response.text, response.text
+    assert counts(project) == before
+    app.state.server.writer.close()
+
+
+def test_a_honeypot_filled_with_any_json_value_is_a_bot(tracked: Any, sent_mail: Any) -> None:
+    root, project, _, _ = tracked
+    signup_settings(root)
+    app = create_app(Project.open(root))
+    before, before_mail = counts(project), len(sent_mail())
+    for n, honeypot in enumerate([["x"], 1, 0, True, {"url": "x"}, "http://spam.example"]):
+        body = {"email": f"bot{n}@example.net", "website": honeypot}
+        response = request(app, "POST", "/subscribe", json=body)
+        assert response.status_code == 200 and response.json() == {"status": "pending"}, "a bot is told what a person is"
+    assert counts(project) == before and len(sent_mail()) == before_mail
+    for n, empty in enumerate(["", " ", None, [], {}]):
+        assert request(app, "POST", "/subscribe", json={"email": f"person{n}@example.org", "website": empty}).status_code == 200
+    assert counts(project)["contacts"] == before["contacts"] + 5
+    app.state.server.writer.close()
+
+
+def test_retry_after_says_when_the_signup_limit_lifts(tracked: Any) -> None:
+    root, _, _, _ = tracked
+    signup_settings(root)
+    app = create_app(Project.open(root))  # 09:05: the hour's window starts with the first signup
+    for _ in range(3):
+        assert request(app, "POST", "/subscribe", json={"email": "lin@example.com"}).status_code == 200
+    app.state.server.writer.close()
+    later = create_app(Project.open(root, now="2030-01-02 09:45"))
+    response = request(later, "POST", "/subscribe", json={"email": "lin@example.com"})
+    assert response.status_code == 429 and response.headers["Retry-After"] == str(20 * 60)
+    page = request(later, "POST", "/subscribe", content=b"email=lin%40example.com", headers=FORM)
+    assert page.status_code == 429 and "<title>Please try again later" in page.text and "missing" not in page.text
+    later.state.server.writer.close()
+
+
+# --- Webhooks --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("table, problem", [
+    ('[webhooks.stripe]\nsigning_secret = "${STRIPE_WEBHOOK_SECRET}"\n', "STRIPE_WEBHOOK_SECRET"),
+    ('[webhooks.resend]\nsigning_secret = "whsec_not*base64"\n', "webhooks.resend"),
+])
+def test_a_webhook_that_cannot_be_built_stops_serve_with_the_message_check_gives(
+    tracked: Any, launchkit: Any, monkeypatch: pytest.MonkeyPatch, table: str, problem: str
+) -> None:
+    root, _, _, _ = tracked
+    config = root / "launchkit.toml"
+    config.write_text(config.read_text().replace('[webhooks.stripe]\nsigning_secret = "whsec_test"\n', table))
+    monkeypatch.delenv("STRIPE_WEBHOOK_SECRET", raising=False)
+    import uvicorn
+
+    started: list[Any] = []
+    monkeypatch.setattr(uvicorn, "run", lambda *args, **options: started.append(args))
+    checked, served = launchkit("check"), launchkit("serve")
+    assert checked.exit_code == 1 and problem in checked.output
+    assert served.exit_code == 1 and not started, "serve must not start with a webhook it cannot build"
+    message = next(line for line in checked.output.splitlines() if problem in line)
+    assert message.strip() in served.output
 
 
 # --- Purchases through the Stripe webhook --------------------------------------------

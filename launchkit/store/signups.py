@@ -1,16 +1,16 @@
-"""Signups from the web form: pending contacts, their consent, and their confirmation."""
+"""Signups from the web form: pending contacts, their consent, their confirmation, and their limits."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Sequence
 
 from sqlalchemy import Connection, insert, select, update
 
 from launchkit.store import next_revision, upsert_insert
-from launchkit.store.contacts import add_tags
-from launchkit.store.tables import contacts, events
+from launchkit.store.contacts import SUBSCRIBED, add_tags
+from launchkit.store.tables import contact_tags, contacts, events, rate_limits
 
 PENDING = "pending"
 SOURCE = "signup"
@@ -60,23 +60,79 @@ def sign_up(
     return Signup(contact_id, status, created)
 
 
-def confirm(conn: Connection, contact_id: int, tags: Sequence[str], now: datetime) -> str | None:
-    """Confirm a signup: subscribed (unless bounced or complained since), tags added; the address."""
-    row = conn.execute(select(contacts.c.email, contacts.c.status).where(contacts.c.id == contact_id)).first()
+@dataclass(frozen=True)
+class Confirmed:
+    address: str
+    status: str  #: the contact's status once the link is followed: subscribed, or the one that keeps them off the list
+
+
+def confirm(conn: Connection, contact_id: int, tags: Sequence[str], now: datetime) -> Confirmed | None:
+    """Follow a confirmation link: a pending contact is subscribed and given the link's tags;
+    None when the contact is gone.
+
+    An unsubscribed contact is subscribed again only if they signed up again since they
+    left: a link from before must not undo an unsubscribe. A bounced or complained contact
+    is left alone. A subscribed one only gets the tags they do not have yet, so a second
+    click on the same link writes nothing.
+    """
+    row = _contact(conn, contact_id)
     if row is None:
         return None
-    values: dict[str, Any] = {"updated_at": now, "revision": next_revision(conn)}
-    if row.status in (PENDING, "unsubscribed"):
-        values.update(status="subscribed", status_reason=None, consent_at=now)
-    conn.execute(update(contacts).where(contacts.c.id == contact_id).values(**values))
-    if row.status in (PENDING, "unsubscribed", "subscribed"):
-        add_tags(conn, [(contact_id, tag) for tag in tags], now)
-        _record(conn, "confirmed", contact_id, now, {"tags": list(tags)})
-    return str(row.email)
+    if _joins(conn, row):
+        conn.execute(
+            update(contacts)
+            .where(contacts.c.id == contact_id)
+            .values(status=SUBSCRIBED, status_reason=None, consent_at=now, updated_at=now, revision=next_revision(conn))
+        )
+        added = list(tags)
+    elif row.status == SUBSCRIBED:
+        added = _missing_tags(conn, contact_id, tags)
+        if not added:
+            return Confirmed(str(row.email), row.status)
+        conn.execute(update(contacts).where(contacts.c.id == contact_id).values(updated_at=now, revision=next_revision(conn)))
+    else:
+        return Confirmed(str(row.email), row.status)
+    add_tags(conn, [(contact_id, tag) for tag in added], now)
+    _record(conn, "confirmed", contact_id, now, {"tags": added})
+    return Confirmed(str(row.email), SUBSCRIBED)
+
+
+def confirmation(conn: Connection, contact_id: int) -> Confirmed | None:
+    """What following a confirmation link would do, without doing it (a HEAD request)."""
+    row = _contact(conn, contact_id)
+    if row is None:
+        return None
+    return Confirmed(str(row.email), SUBSCRIBED if _joins(conn, row) else row.status)
+
+
+def limit_lifts_at(conn: Connection, key: str, window: timedelta) -> datetime:
+    """When the limit on ``key`` lifts: the end of the fixed window ``tracking.count_hit`` counts in."""
+    started: datetime = conn.execute(select(rate_limits.c.window_start).where(rate_limits.c.key == key)).scalar_one()
+    return started + window
 
 
 def address_of(conn: Connection, contact_id: int) -> str | None:
     return conn.execute(select(contacts.c.email).where(contacts.c.id == contact_id)).scalar()
+
+
+def _contact(conn: Connection, contact_id: int) -> Any:
+    return conn.execute(select(contacts.c.id, contacts.c.email, contacts.c.status, contacts.c.updated_at).where(contacts.c.id == contact_id)).first()
+
+
+def _joins(conn: Connection, row: Any) -> bool:
+    """Whether a confirmation link subscribes this contact (see ``confirm``)."""
+    if row.status != "unsubscribed":
+        return row.status == PENDING
+    # Leaving set updated_at; a later change moves it on, which only errs towards not resubscribing.
+    signed_up_since = select(events.c.id).where(
+        events.c.contact_id == row.id, events.c.kind == "subscribed", events.c.source == SOURCE, events.c.occurred_at > row.updated_at
+    )
+    return conn.execute(signed_up_since.limit(1)).first() is not None
+
+
+def _missing_tags(conn: Connection, contact_id: int, tags: Sequence[str]) -> list[str]:
+    have = set(conn.execute(select(contact_tags.c.tag).where(contact_tags.c.contact_id == contact_id)).scalars())
+    return [tag for tag in tags if tag not in have]
 
 
 def _record(conn: Connection, kind: str, contact_id: int, now: datetime, data: dict[str, Any]) -> None:
