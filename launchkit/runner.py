@@ -12,6 +12,7 @@ from sqlalchemy import Connection
 
 from launchkit import senders
 from launchkit.compose import Composer
+from launchkit.csvfiles import normalize_email
 from launchkit.engine import Progress, Tick, TickReport
 from launchkit.errors import LaunchkitError
 from launchkit.planner import LAUNCH_ENTRY
@@ -158,8 +159,12 @@ def send_test(project: Project, launch_id: str, email_id: str, to: str, address:
     The subject is marked ``[TEST]`` and the key is unique, so an idempotent service
     never confuses it with the real delivery.
     """
+    try:
+        recipient = normalize_email(to)
+    except ValueError as exc:
+        raise LaunchkitError(f"--to {to!r} is not a valid email address: {exc}") from None
     message = preview(project, launch_id, email_id, address)
-    message.to, message.to_name = to.strip(), None
+    message.to, message.to_name = recipient, None
     message.subject = f"[TEST] {message.subject}"
     message.key = f"test/{message.key}/{uuid.uuid4().hex}"
     message.message_id = message.message_id.replace("<", f"<test.{uuid.uuid4().hex[:8]}.", 1)

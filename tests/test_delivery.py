@@ -129,6 +129,9 @@ def test_send_test_sends_one_marked_message_outside_the_outbox(tmp_path: Path, d
     assert "To: me@example.com" in text and "Subject: [TEST]" in text
     with Project.open(root).store.connect() as conn:
         assert outbox.counts(conn) == {}
+    refused = CliRunner().invoke(cli, ["--project", str(root), "send-test", "example-launch", "doors-open", "--to", "me@"])
+    assert refused.exit_code == 1 and "--to 'me@' is not a valid email address" in refused.output
+    assert len(list((root / "mail" / "new").glob("*.eml"))) == 1  # nothing more was sent
 
 
 SLOW_PROVIDER = '''
