@@ -257,6 +257,18 @@ def test_a_file_saying_a_contact_left_marks_them_and_never_brings_one_back(proje
     }
 
 
+def test_someone_imported_as_gone_after_a_launch_is_not_in_its_audience(project_dir: Path, launchkit: Launchkit, monkeypatch: pytest.MonkeyPatch) -> None:
+    import_skeleton_audience(project_dir, launchkit, monkeypatch)
+    late = project_dir / "old-list.csv"
+    late.write_text("email,tags,status,created_at\nold@example.com,newsletter,cancelled,2029-06-01 10:00\n")
+    monkeypatch.setenv("LAUNCHKIT_NOW", "2030-01-16 10:00")  # the cart (01-09 → 01-13) is over
+
+    ok(launchkit("audience", "import", str(late)))
+
+    report = json.loads(ok(launchkit("report", "example-launch", "--format", "json")).output)
+    assert report["launch"]["headline"]["audience"] == 5  # the five imported in December, not old@
+
+
 def test_unsubscribing_an_unknown_address_is_an_error(launchkit: Launchkit) -> None:
     result = launchkit("audience", "unsubscribe", "ghost@example.com")
 

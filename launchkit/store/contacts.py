@@ -140,7 +140,9 @@ def upsert(conn: Connection, people: Sequence[NewContact], *, now: datetime, con
                         consent_source=p.consent_source or consent_source,
                         consent_at=p.consent_at or now,
                         created_at=p.created_at or now,
-                        updated_at=now,
+                        # One who left (the source says so) left at a moment it does not say: as if
+                        # on joining, so no report counts them in an audience they were not in.
+                        updated_at=(p.created_at or now) if p.status else now,
                         revision=revision,
                     )
                     for p in new
