@@ -36,7 +36,7 @@ def check(project: Project) -> CheckReport:
         return report
     plugins = project.plugins
     report.problems += [Problem(None, f"plugin {p.name!r} ({p.source}): {p.error}") for p in plugins.errors]
-    report.problems += [Problem(None, message) for message in plugins.providers().problems + plugins.webhooks().problems]
+    report.problems += [Problem(None, message) for registry in plugins.registries().values() for message in registry.problems]
     for name in config.webhooks:
         try:
             project.webhook(name)  # its plugin, its settings and their ${VAR}s

@@ -243,19 +243,33 @@ def report(ctx: click.Context, launch: str | None, format_: str | None, output: 
       launchkit report academy-spring -o report.html
       launchkit report --format json > launches.json
     """
-    import sys
-
     from launchkit.report import build, format_for
 
     project = _project(ctx)
-    reporter = project.reporter(format_for(str(output) if output else None, format_))
+    name = format_for(str(output) if output else None, format_, project.plugins.reporters().items)
+    reporter = project.reporter(name)
     result = build(project, launch)
     if output is None:
-        reporter.write(result, sys.stdout)
+        _write_report(reporter, result, sys.stdout, name)  # the terminal itself: reporters read its width
         return
-    with output.open("w", encoding="utf-8", newline="") as handle:
-        reporter.write(result, handle)
+    partial = output.with_name(f".{output.name}.partial")  # a reporter that fails leaves no half-written file
+    try:
+        with partial.open("w", encoding="utf-8", newline="") as handle:
+            _write_report(reporter, result, handle, name)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    partial.replace(output)
     _console(stderr=True).print(f"Wrote {output}")
+
+
+def _write_report(reporter: Any, result: Any, out: Any, name: str) -> None:
+    from launchkit.plugins import where_raised
+
+    try:
+        reporter.write(result, out)
+    except Exception as exc:  # a plugin's reporter failing its own way: one line, like any other error
+        raise LaunchkitError(f"report format {name!r} failed: {exc!r}{where_raised(exc)}") from None
 
 
 @cli.command()
@@ -652,7 +666,14 @@ def plugins(ctx: click.Context, as_json: bool) -> None:
     loaded = load_plugins(root)
     if as_json:
         entries = [vars(p) for p in loaded.loaded + loaded.errors]
-        click.echo(json.dumps({"plugins": entries, "providers": loaded.providers().owners, "webhooks": loaded.webhooks().owners, "reporters": loaded.reporters().owners}, indent=2))
+        registries = loaded.registries()
+        click.echo(json.dumps({
+            "plugins": entries,
+            **{f"{kind}s": registry.owners for kind, registry in registries.items()},
+            # A name two plugins register, and a plugin whose register_* hook failed: what the table shows in red.
+            "conflicts": {f"{kind}s": registry.conflicts for kind, registry in registries.items() if registry.conflicts},
+            "problems": [message for registry in registries.values() for message in registry.problems],
+        }, indent=2))
     else:
         print_plugins(_console(), loaded)
 

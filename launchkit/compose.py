@@ -19,6 +19,7 @@ from markupsafe import escape
 from launchkit import tracking
 from launchkit.config import Config
 from launchkit.errors import ConfigError, LaunchkitError, Problem
+from launchkit.plugins import where_raised
 from launchkit.spec import Email, Launch, Phase
 from launchkit.templates import CompiledBody, TemplateError, compile_body, compile_layout, compile_subject, render_subject, specialize
 from launchkit.types import OutgoingMessage
@@ -242,7 +243,11 @@ class Composer:
     def _context(self, shared: dict[str, Any], phase: Phase, email: Email, contact: Any, unsubscribe: str) -> dict[str, Any]:
         context = {**shared, "contact": contact, "unsubscribe_url": unsubscribe}
         if self._extra_context:
-            for extra in self.hook.template_context(launch=self.launch, phase=phase, email=email, contact=contact):
+            try:
+                extras = self.hook.template_context(launch=self.launch, phase=phase, email=email, contact=contact)
+            except Exception as exc:  # a plugin's bug: this message cannot be rendered, the send goes on
+                raise RenderError(f"a template_context plugin raised {exc!r}{where_raised(exc)} for {contact.email}") from None
+            for extra in extras:
                 if extra:
                     context.update(extra)
         return context

@@ -37,6 +37,7 @@ from launchkit.store import tracking as link_store
 from launchkit.throttle import Throttle
 from launchkit.timing import localize
 from launchkit.types import OutgoingMessage, Provider, ProviderUnavailable, SendResult, SendStatus, SkipMessage
+from launchkit.plugins import where_raised
 
 log = logging.getLogger("launchkit")
 
@@ -315,12 +316,17 @@ class Tick:
                 window = windows[(email.phase.name, clock)] = launch.window(email.phase, clock)
             try:
                 message = composer.compose(email, person, window, self.now, link_ids)
+            except RenderError as exc:
+                settled.append(_outcome(row, outbox.FAILED, str(exc)))
+                continue
+            try:
                 self.hook.before_send(message=message)
             except SkipMessage as exc:
                 settled.append(_outcome(row, outbox.SKIPPED, f"vetoed by a plugin: {exc}"))
                 continue
-            except RenderError as exc:
-                settled.append(_outcome(row, outbox.FAILED, str(exc)))
+            except Exception as exc:  # a plugin's bug fails its message, not the tick
+                log.exception("a before_send plugin raised for outbox row %s", row.id)
+                settled.append(_outcome(row, outbox.FAILED, f"a before_send plugin raised {exc!r}{where_raised(exc)}"))
                 continue
             ready.append((row, message))
         return settled, ready

@@ -66,6 +66,10 @@ class Plugins:
     def reporters(self) -> Registry:
         return collect(self, "register_reporters")
 
+    def registries(self) -> dict[str, Registry]:
+        """What plugins register, by kind: provider, webhook, reporter."""
+        return {"provider": self.providers(), "webhook": self.webhooks(), "reporter": self.reporters()}
+
     def call_each(self, hook_name: str, argument: Callable[[str], Any], argument_name: str = "register") -> list[str]:
         """Call a start-up hook one plugin at a time, so a failure names its plugin and
         spares the others. ``argument(plugin_name)`` makes the hook's single argument."""
@@ -132,7 +136,7 @@ def load_plugins(project_dir: Path | None) -> Plugins:
             module = load()
             pm.register(module, name=name)
         except Exception as exc:
-            errors.append(PluginInfo(name, source, version, error=f"could not be loaded: {exc!r}{_where(exc)}"))
+            errors.append(PluginInfo(name, source, version, error=f"could not be loaded: {exc!r}{where_raised(exc)}"))
             return
         try:
             pm.check_pending()
@@ -165,10 +169,14 @@ def load_plugins(project_dir: Path | None) -> Plugins:
     return Plugins(pm, loaded, errors)
 
 
-def _where(exc: BaseException) -> str:
-    """Where in the plugin's own code an import failed: the last frame outside launchkit."""
+def where_raised(exc: BaseException) -> str:
+    """`` at FILE, line N``: where in a plugin's own code ``exc`` was raised (the last frame
+    outside launchkit, pluggy and the import machinery), or "" when none is."""
     ours = str(Path(__file__).parent)
-    frames = [f for f in traceback.extract_tb(exc.__traceback__) if "importlib" not in f.filename and not f.filename.startswith(ours)]
+    frames = [
+        f for f in traceback.extract_tb(exc.__traceback__)
+        if "importlib" not in f.filename and f"{os.sep}pluggy{os.sep}" not in f.filename and not f.filename.startswith(ours)
+    ]
     return f" at {frames[-1].filename}, line {frames[-1].lineno}" if frames else ""
 
 

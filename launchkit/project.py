@@ -18,7 +18,7 @@ from launchkit import clock
 from launchkit.config import Config, config_problem, expanded, load_config
 from launchkit.errors import ConfigError, LaunchkitError, Problem
 from launchkit.location import find_project_dir
-from launchkit.plugins import Plugins, load_plugins
+from launchkit.plugins import Plugins, load_plugins, where_raised
 from launchkit.spec import Launch, launch_files, load_launch
 from launchkit.store import Store
 from launchkit.types import Provider, ProviderContext, Reporter, ReporterContext, Webhook, WebhookContext
@@ -87,10 +87,7 @@ class Project:
         """The report output registered as ``name`` (``--format NAME``)."""
         factory = self.plugins.reporters().get(name, "report format")
         settings = expanded(self.config.reporters.get(name, {}), f"reporters.{name}", self.root)
-        try:
-            return factory(ReporterContext(name=name, settings=settings, project_dir=self.root))
-        except (ValueError, LaunchkitError) as exc:
-            raise ConfigError([config_problem(self.root, ("reporters", name), str(exc))]) from None
+        return self._built(factory, ReporterContext(name=name, settings=settings, project_dir=self.root), ("reporters", name), f"report format {name!r}")
 
     def webhook(self, name: str) -> Webhook | None:
         """The handler for ``POST /hooks/NAME``, or None when ``[webhooks.NAME]`` is absent."""
@@ -101,10 +98,16 @@ class Project:
         except LaunchkitError as exc:
             raise ConfigError([config_problem(self.root, ("webhooks", name), str(exc))]) from None
         settings = expanded(self.config.webhooks[name], f"webhooks.{name}", self.root)
+        return self._built(factory, WebhookContext(name=name, settings=settings, project_dir=self.root), ("webhooks", name), f"webhook {name!r}")
+
+    def _built(self, factory: Any, context: Any, key: tuple[str, ...], what: str) -> Any:
+        """What a plugin's factory makes; any failure a ConfigError at ``key`` of launchkit.toml."""
         try:
-            return factory(WebhookContext(name=name, settings=settings, project_dir=self.root))
+            return factory(context)
         except (ValueError, LaunchkitError) as exc:
-            raise ConfigError([config_problem(self.root, ("webhooks", name), str(exc))]) from None
+            raise ConfigError([config_problem(self.root, key, str(exc))]) from None
+        except Exception as exc:  # the factory failing its own way (a KeyError for a missing setting)
+            raise ConfigError([config_problem(self.root, key, f"{what} could not be built: {exc!r}{where_raised(exc)}")]) from None
 
     def provider(self, name: str | None = None) -> Provider:
         """The configured delivery provider (or ``name``), built by its plugin's factory."""

@@ -15,7 +15,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from sqlalchemy import Connection
 
@@ -169,14 +169,15 @@ class Report:
         return _plain(dataclasses.asdict(self))
 
 
-def format_for(output: str | None, format: str | None) -> str:
-    """The report format: as given, else from the output file's suffix, else a table."""
+def format_for(output: str | None, format: str | None, formats: Iterable[str] = ()) -> str:
+    """The report format: as given, else the one of ``formats`` (those installed) the output
+    file's suffix names (``.htm`` is html), else a table."""
     if format:
         return format
-    if output:
-        suffix = output.rsplit(".", 1)[-1].lower() if "." in output else ""
-        return {"htm": "html", "html": "html", "json": "json", "csv": "csv"}.get(suffix, "table")
-    return "table"
+    suffix = output.rsplit(".", 1)[-1].lower() if output and "." in output else ""
+    if suffix in formats:
+        return suffix
+    return "html" if suffix == "htm" else "table"
 
 
 def build(project: Project, launch_id: str | None = None) -> Report:

@@ -136,11 +136,11 @@ def print_contacts(console: Console, rows: Iterable[tuple[Contact, list[str]]], 
 
 
 def print_plugins(console: Console, plugins: Plugins) -> None:
-    registries = {"provider": plugins.providers(), "webhook": plugins.webhooks(), "reporter": plugins.reporters()}
+    registries = plugins.registries()
     table = Table("plugin", "source", "version", "hooks", "provides")
     for info in plugins.loaded:
         provided = ", ".join(
-            {"provider": name, "webhook": f"/hooks/{name}", "reporter": f"report --format {name}"}[kind]
+            _provided(kind, name, registry.items[name])
             for kind, registry in registries.items()
             for name, owner in registry.owners.items()
             if owner == info.name
@@ -154,6 +154,15 @@ def print_plugins(console: Console, plugins: Plugins) -> None:
             console.print(f"[red]{kind} {name!r} is registered by {', '.join(owners)}:[/red] choosing it is an error until one is removed")
         for message in registry.problems:
             console.print(f"[red]{message}[/red]")
+
+
+def _provided(kind: str, name: str, factory: Any) -> str:
+    if kind == "provider":
+        return name
+    if kind == "webhook":
+        return f"/hooks/{name}"
+    description = getattr(factory, "description", "")  # Reporter.description: one line for this list
+    return f"report --format {name}" + (f" ({description})" if description else "")
 
 
 def print_outbox_counts(console: Console, counts: dict[tuple[str, str, str], int]) -> None:

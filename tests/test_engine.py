@@ -187,6 +187,26 @@ def test_a_before_send_plugin_can_change_or_veto_a_message(root: Path) -> None:
     assert f"Code: EARLY-{message.to.split('@')[0].upper()}" in message.text
 
 
+def test_a_plugin_that_raises_fails_its_message_and_the_send_goes_on(root: Path) -> None:
+    (root / "plugins" / "buggy.py").write_text(
+        "from launchkit import hookimpl\n\n"
+        "@hookimpl\n"
+        "def before_send(message):\n"
+        "    if message.to == 'p3@example.com':\n"
+        "        raise RuntimeError('no CRM entry')\n\n"
+        "@hookimpl\n"
+        "def template_context(launch, phase, email, contact):\n"
+        "    return {'initial': contact.email[0] if contact.email != 'p1@example.com' else None.upper()}\n"
+    )
+    provider = RecordingProvider()
+    report = tick(at(root, WAITLIST_OPENS), provider=provider)
+    assert report.failed == 2 and sorted(m.to for m in provider.sent) == ["p0@example.com", "p2@example.com", "p4@example.com"]
+    with at(root, WAITLIST_OPENS).store.connect() as conn:
+        reasons = [r.reason or "" for r in outbox.listing(conn, ["failed"])]
+    assert any("a before_send plugin raised RuntimeError('no CRM entry') at " in r and "buggy.py, line 6" in r for r in reasons), reasons
+    assert any("a template_context plugin raised AttributeError" in r and "buggy.py, line 10" in r and "p1@example.com" in r for r in reasons), reasons
+
+
 def test_templates_specialised_for_a_send_compose_the_same_messages(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Doors open: links, price, dates and the sender are shared; first names are not.
     tick(at(root, WAITLIST_OPENS), provider=RecordingProvider())

@@ -61,3 +61,74 @@ def test_an_installed_reporter_is_listed_and_used(installed_plugin: None, projec
 
         - **example-launch**: 0 buyers of 0
         """)
+
+
+def test_the_output_suffix_picks_an_installed_format_and_the_list_shows_its_description(
+    installed_plugin: None, project_dir: Path, launchkit: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = project_dir / "results.markdown"
+    assert launchkit("report", "-o", str(out)).exit_code == 0
+    assert out.read_text().startswith("# Launch results")
+    monkeypatch.setenv("COLUMNS", "200")  # one line per plugin
+    assert "report --format markdown (a Markdown summary for a newsletter archive)" in launchkit("plugins").output
+
+
+BROKEN = '''
+from launchkit import hookimpl
+from launchkit.types import Reporter
+
+
+class Broken(Reporter):
+    def __init__(self, context):
+        self.url = context.settings["url"] if context.settings.get("needs_url") else None
+
+    def write(self, report, out):
+        out.write("partial")
+        raise RuntimeError("the archive is down")
+
+
+@hookimpl
+def register_reporters(register):
+    register("broken", Broken)
+'''
+
+
+def test_a_reporter_that_fails_says_so_in_one_line_and_leaves_no_file(project_dir: Path, launchkit: Callable[..., Any]) -> None:
+    (project_dir / "plugins" / "broken.py").write_text(BROKEN)
+    old = project_dir / "report.broken"
+    old.write_text("last week's")
+
+    result = launchkit("report", "-o", str(old))
+
+    assert result.exit_code == 1 and "report format 'broken' failed: RuntimeError('the archive is down') at " in result.output
+    assert "broken.py, line 12" in result.output and "Traceback" not in result.output
+    assert old.read_text() == "last week's" and [p.name for p in project_dir.glob(".*partial")] == []
+    config = project_dir / "launchkit.toml"
+    config.write_text(config.read_text() + "\n[reporters.broken]\nneeds_url = true\n")
+    built = launchkit("report", "--format", "broken")
+    assert built.exit_code == 1 and "report format 'broken' could not be built: KeyError('url')" in built.output
+
+
+def test_check_reports_plugins_that_fail_in_their_own_way(project_dir: Path, launchkit: Callable[..., Any]) -> None:
+    (project_dir / "plugins" / "shop.py").write_text(
+        "from launchkit import hookimpl\n\n"
+        "@hookimpl\n"
+        "def register_webhooks(register):\n"
+        "    register('shop', lambda context: context.settings['token'])\n\n"
+        "@hookimpl\n"
+        "def register_reporters(register):\n"
+        "    raise RuntimeError('no reporters today')\n\n"
+        "@hookimpl\n"
+        "def template_context(launch, phase, email, contact):\n"
+        "    return {'city': contact.city.upper()}\n"
+    )
+    config = project_dir / "launchkit.toml"
+    config.write_text(config.read_text() + "\n[webhooks.shop]\nsecret = \"x\"\n")
+
+    result = launchkit("check")
+
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    output = " ".join(result.output.split())
+    assert "webhook 'shop' could not be built: KeyError('token')" in output
+    assert "plugin 'project:shop' failed in register_reporters: RuntimeError('no reporters today')" in output
+    assert "a template_context plugin raised AttributeError" in output
