@@ -214,6 +214,8 @@ def scheduler(ctx: click.Context, every: float) -> None:
     from launchkit.views import print_tick
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    for chatty in ("httpx", "httpcore"):  # a line per request: per message, for one-request-per-message services
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     console = _console()
     root = _project(ctx).root
     with stop_on_signals() as stop:

@@ -66,15 +66,17 @@ class TickReport:
     locked: bool = False  #: another tick held the lock; this one did nothing
     would_send: list[OutgoingMessage] = field(default_factory=list)  #: dry run only
     failures: list[str] = field(default_factory=list)  #: the first reasons for failed or in-doubt rows
+    retries: list[str] = field(default_factory=list)  #: the first reasons for rows to retry (a service down…)
     capped: bool = False  #: the daily cap stopped sending; the rest goes tomorrow
 
     def count(self, outcome: dict[str, Any]) -> None:
-        """Count one row's outcome; keep the first reasons for failures and doubts."""
+        """Count one row's outcome; keep the first reasons for failures, doubts and retries."""
         status = outcome["status"]
         attribute = {"sent": "sent", "scheduled": "retried", "failed": "failed", "missed": "missed", "skipped": "skipped", "in_doubt": "in_doubt"}[status]
         setattr(self, attribute, getattr(self, attribute) + 1)
-        if status in (outbox.FAILED, outbox.IN_DOUBT) and len(self.failures) < 10:
-            self.failures.append(outcome["reason"])
+        reasons = self.failures if status in (outbox.FAILED, outbox.IN_DOUBT) else self.retries if status == outbox.SCHEDULED else None
+        if reasons is not None and len(reasons) < 10:
+            reasons.append(outcome["reason"])
 
 
 @dataclass
@@ -249,7 +251,7 @@ class Tick:
                     outbox.unmark_sending(conn, token, [r.id for r, _ in chunk])
                 name = self.provider_name
                 raise LaunchkitError(
-                    f"provider {name!r} cannot send: {exc}. Nothing was sent; the messages stay scheduled: "
+                    f"provider {name!r} cannot send: {str(exc).rstrip('.')}. Nothing was sent; the messages stay scheduled: "
                     f"fix [delivery.{name}] and run again."
                 ) from None
             self._settle(token, outcomes, report)

@@ -198,4 +198,5 @@ def _add(total: TickReport, part: TickReport) -> None:
     for name in _COUNTED:
         setattr(total, name, getattr(total, name) + getattr(part, name))
     total.failures += part.failures[: max(0, 10 - len(total.failures))]
+    total.retries += part.retries[: max(0, 10 - len(total.retries))]
     total.capped = total.capped or part.capped

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, Iterable, Iterator
@@ -89,8 +90,9 @@ def print_tick(console: Console, report: TickReport, *, dry_run: bool) -> None:
         parts.append("daily cap reached: the rest goes tomorrow")
     if parts and not dry_run:
         console.print("Tick: " + ", ".join(parts) + ".")
-        for reason in report.failures:
-            console.print(f"  {reason}", markup=False)
+        # The first reasons, each once: a service down gives every message the same one.
+        for reason, times in Counter(report.failures + report.retries).items():
+            console.print(f"  {reason}" + (f" (×{times})" if times > 1 else ""), markup=False)
     elif not dry_run and console.is_terminal:
         console.print("Tick: nothing due.")
 

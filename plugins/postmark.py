@@ -17,11 +17,14 @@ other code fails that message alone, classified by Postmark's API error codes:
   its owner can fix without touching the message (405 out of credits, 412 account pending,
   413 account may not send) — a launch email is not lost because a credit card expired;
 - permanent (recorded with Postmark's words): everything else, e.g. 406 inactive recipient
-  (hard bounce, spam complaint, suppression), 300 invalid email request, 400/401 sender
-  signature missing or unconfirmed.
+  (hard bounce, spam complaint, suppression: the contact is marked bounced, so no later email
+  of any launch is tried), 300 invalid email request, 400/401 sender signature missing or
+  unconfirmed.
 
-A whole request refused is classified by ``launchkit.http``: a 401 (a wrong token) before
-Postmark has taken any message of the tick stops the tick, the messages still scheduled;
+A whole request refused is classified by ``launchkit.http``: a 401 (a wrong token) or a 422
+for one of the account states above, before Postmark has taken any message of the tick, stops
+the tick, the messages still scheduled for the tick after the fix (retrying each message would
+wear out its attempts on an expired card);
 other 4xx fail every message permanently with Postmark's ``Message``, 429 and 5xx are retried after
 ``Retry-After``; a 422 whose ``ErrorCode`` is transient (above) is retried too. Postmark has no
 idempotency key, so a request whose answer is lost leaves its messages in doubt, never resent
@@ -108,6 +111,9 @@ TRANSIENT_CODES: dict[int, str] = {
     429: "rate limit exceeded",
     500: "sender signature query exception (an error inside Postmark)",
 }
+#: Of those, the account's own states: they refuse every message until the owner acts.
+ACCOUNT_CODES = {405, 412, 413}
+INACTIVE_RECIPIENT = 406  #: Postmark will not write to this address again (hard bounce, complaint, suppression)
 
 
 @functools.lru_cache(maxsize=64)
@@ -190,7 +196,7 @@ def result_for_entry(message: OutgoingMessage, entry: Any) -> SendResult:
     status = classify_code(code)
     if status == SendStatus.ACCEPTED:
         return SendResult(message.key, status, provider_message_id=entry.get("MessageID"))
-    return SendResult(message.key, status, reason=f"{NAME}: ErrorCode {code}: {entry.get('Message', '')}")
+    return SendResult(message.key, status, reason=f"{NAME}: ErrorCode {code}: {entry.get('Message', '')}", suppress=code == INACTIVE_RECIPIENT)
 
 
 class PostmarkProvider(HttpProvider):
@@ -236,6 +242,10 @@ class PostmarkProvider(HttpProvider):
         missing = messages[len(entries):]
         results += results_for(missing, SendStatus.UNKNOWN, f"{NAME}: the answer has {len(entries)} entries for {len(messages)} messages")
         return results
+
+    def credentials_refused(self, response: httpx.Response) -> bool:
+        # The account cannot send at all: no message of this tick can go until its owner acts.
+        return super().credentials_refused(response) or _error_code(response) in ACCOUNT_CODES
 
     def classify(self, response: httpx.Response) -> tuple[SendStatus, str, float | None]:
         status, reason, delay = super().classify(response)

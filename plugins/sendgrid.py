@@ -22,8 +22,10 @@ hidden by sending ``concurrency`` requests at once on one pooled HTTP client
 (``HttpProvider.send_each``).
 
 Results, per message: 202 is accepted (``provider_message_id`` = ``X-Message-Id``); 429 and 5xx
-are retried after ``Retry-After`` or ``X-RateLimit-Reset``; a wrong key (401) before SendGrid
-has taken any message of the tick stops the tick, the messages still scheduled; other 4xx fail
+are retried after ``Retry-After`` or ``X-RateLimit-Reset``; a wrong key (401) or a 403 (a key
+without the mail.send permission, a sender identity not verified: the account's setup, not the
+message) before SendGrid has taken any message of the tick stops the tick, the messages still
+scheduled; other 4xx fail
 that message alone with SendGrid's ``errors`` (field and message); a lost answer leaves it in
 doubt (SendGrid has no idempotency key). ``personalizations[0].custom_args`` carries ``launch``, ``email`` and ``key``
 (and any metadata a plugin added), so SendGrid's event webhook maps back to the outbox row;
@@ -150,6 +152,10 @@ class SendGridProvider(HttpProvider):
 
     def auth_headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.setting('api_key')}"}
+
+    def credentials_refused(self, response: httpx.Response) -> bool:
+        # 403: the key lacks mail.send, or the sender identity is not verified: every message would fail alike.
+        return response.status_code in (401, 403)
 
     def send_batch(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
         return self.send_each(messages, self.send_one)

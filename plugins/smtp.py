@@ -306,10 +306,10 @@ class SmtpProvider(Provider):
             connection.ehlo_or_helo_if_needed()
             if s.security == "starttls":
                 if not connection.has_extn("starttls"):
-                    raise _Failure(
-                        SendStatus.PERMANENT,
-                        f"smtp: {s.address} does not offer STARTTLS, so nothing was sent unencrypted; "
-                        f'set security = "tls" if it expects TLS from the start (usually port 465)',
+                    raise self._misconfigured(
+                        f"smtp: {s.address} does not offer STARTTLS, so nothing was sent unencrypted; set "
+                        f'security = "tls" if it expects TLS from the start (usually port 465), or "none" for a '
+                        f"relay on this machine or a trusted network"
                     )
                 step = "STARTTLS"
                 connection.starttls(context=context)
@@ -318,7 +318,7 @@ class SmtpProvider(Provider):
             if s.username is not None:
                 step = f"logging in as {s.username!r}"
                 self._login(connection)
-        except _Failure:
+        except (_Failure, ProviderUnavailable):
             connection.close()
             raise
         except smtplib.SMTPResponseException as exc:
@@ -332,14 +332,17 @@ class SmtpProvider(Provider):
             raise _Failure(SendStatus.TRANSIENT, f"smtp: cannot set up the connection to {s.address} ({_describe(exc)}); will be retried") from None
         return connection
 
+    def _misconfigured(self, reason: str) -> Exception:
+        """A setting that fails every message alike: the tick stops with nothing sent, if nothing was yet."""
+        return _Failure(SendStatus.PERMANENT, reason) if self._handed_over else ProviderUnavailable(reason)
+
     def _login(self, connection: smtplib.SMTP) -> None:
         s = self.settings
         assert s.username is not None and s.password is not None
         if not connection.has_extn("auth"):
-            raise _Failure(
-                SendStatus.PERMANENT,
+            raise self._misconfigured(
                 f"smtp: {s.address} does not offer AUTH on this connection, so {s.username!r} cannot log in "
-                f"(some servers offer it only over TLS: check security)",
+                f"(some servers offer it only over TLS: check security)"
             )
         try:
             connection.login(s.username, s.password)

@@ -122,6 +122,8 @@ def test_an_inactive_recipient_fails_alone_and_the_rest_of_the_batch_is_sent(mak
     assert reason.startswith("postmark: ErrorCode 406: You tried to send to recipient(s) that have been marked as inactive")
     run(root, "2030-01-02 12:00")
     assert len(postmark.requests) == 1
+    with Project.open(root).store.connect() as conn:  # Postmark will refuse every later email too
+        assert conn.execute(select(contacts_table.c.status).where(contacts_table.c.email == "p1@example.com")).scalar() == "bounced"
 
 
 def test_a_429_is_retried_after_its_retry_after_and_delivered_once(make_project: MakeProject, postmark: FakePostmark) -> None:
@@ -162,12 +164,16 @@ def test_an_account_out_of_credits_is_retried_not_failed(make_project: MakeProje
     assert sorted(m.to for m in postmark.accepted) == ["P0 <p0@example.com>", "P1 <p1@example.com>"]
 
 
-def test_a_batch_refused_for_the_account_state_is_retried_not_failed(make_project: MakeProject, postmark: FakePostmark) -> None:
+@pytest.mark.parametrize("code", [405, 412, 413])
+def test_a_batch_refused_for_the_account_state_stops_the_tick_with_everything_scheduled(
+    make_project: MakeProject, postmark: FakePostmark, code: int
+) -> None:
+    # Retrying each message would wear out its attempts while a card stays expired.
     root = make_project(contacts=2)
-    postmark.account_error = (412, "Your account is pending approval.")
-    report = run(root)
-    assert (report.sent, report.retried, report.failed) == (0, 2, 0)
-    assert set(reasons(root, "scheduled").values()) == {"postmark: HTTP 422: ErrorCode 412: Your account is pending approval."}
+    postmark.account_error = (code, "Your account cannot send.")
+    with pytest.raises(LaunchkitError, match=f"HTTP 422: ErrorCode {code}: Your account cannot send\\. Nothing was sent; the messages stay scheduled"):
+        run(root)
+    assert statuses(root) == {"scheduled": 2}
     postmark.account_error = None
     assert run(root, "2030-01-02 09:07").sent == 2
     assert [r.status for r in postmark.requests] == [422, 200]

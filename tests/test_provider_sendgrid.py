@@ -12,6 +12,7 @@ from sqlalchemy import select
 import launchkit_plugins.sendgrid as sendgrid_plugin
 from launchkit.cli import cli
 from launchkit.engine import TickReport
+from launchkit.errors import LaunchkitError
 from launchkit.project import Project
 from launchkit.runner import tick
 from launchkit.store.tables import contacts as contacts_table
@@ -121,13 +122,14 @@ def test_a_wrong_api_key_stops_launchkit_run_with_sendgrids_words_and_the_next_t
     assert statuses(root) == {"sent": 3}
 
 
-def test_an_unverified_sender_fails_permanently_with_sendgrids_words(make_project: MakeProject, sendgrid: FakeSendGrid) -> None:
+def test_an_unverified_sender_stops_the_tick_with_sendgrids_words_and_everything_scheduled(make_project: MakeProject, sendgrid: FakeSendGrid) -> None:
     root = make_project(contacts=2)
     sendgrid.verified_senders = {"launch@example.com"}
-    report = run(root)
-    assert (report.sent, report.failed) == (0, 2)
-    for reason in reasons(root, "failed").values():
-        assert reason is not None and reason.startswith("sendgrid: HTTP 403: from: The from address does not match a verified Sender Identity")
+    with pytest.raises(LaunchkitError, match="sendgrid: HTTP 403: from: The from address does not match a verified Sender Identity"):
+        run(root)
+    assert statuses(root) == {"scheduled": 2} and len(sendgrid.requests) == 1  # the first message alone
+    sendgrid.verified_senders = None
+    assert run(root, "2030-01-02 09:10").sent == 2
 
 
 def test_an_invalid_address_fails_alone_and_the_others_are_sent(make_project: MakeProject, sendgrid: FakeSendGrid) -> None:

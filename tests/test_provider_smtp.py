@@ -26,8 +26,10 @@ from typing import Any, Callable, Iterator
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
+from click.testing import CliRunner
 
 from launchkit import audience
+from launchkit.cli import cli
 from launchkit.errors import LaunchkitError
 from launchkit.project import Project
 from launchkit.runner import tick
@@ -405,6 +407,18 @@ def test_a_server_that_never_answers_is_tried_once_per_tick_and_its_messages_wai
     assert all(reason.startswith("smtp: cannot connect to 127.0.0.1:") and "timed out" in reason for reason in reasons)
 
 
+def test_launchkit_run_says_why_messages_wait_once_not_once_per_message(tmp_path: Path) -> None:
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]  # nothing listens once the socket is closed
+    root = make_project(tmp_path / "p", host="127.0.0.1", port=port, security="none")
+    result = CliRunner().invoke(cli, ["--project", str(root), "run", "--now", WAITLIST_OPENS])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0] == "Tick: 3 to retry."
+    assert len(lines) == 2 and lines[1].startswith(f"  smtp: cannot connect to 127.0.0.1:{port}") and lines[1].endswith("(×3)")
+
+
 # 8-bit content.
 
 
@@ -537,12 +551,14 @@ def test_a_certificate_from_an_unknown_authority_is_refused(
     assert all("CERTIFICATE_VERIFY_FAILED" in reason for reason in outbox_reasons(root, "scheduled").values())
 
 
-def test_starttls_chosen_but_not_offered_sends_nothing_in_clear_text(tmp_path: Path, server: SmtpServer, certificates: dict[str, Path]) -> None:
+def test_starttls_chosen_but_not_offered_stops_the_tick_and_sends_nothing_in_clear_text(
+    tmp_path: Path, server: SmtpServer, certificates: dict[str, Path]
+) -> None:
     root = smtp_project(tmp_path / "p", server, security="starttls", ca_file=str(certificates["ca"]))
-    report = tick(at(root, WAITLIST_OPENS))
-    assert report.failed == 3
+    with pytest.raises(LaunchkitError, match='does not offer STARTTLS.*or "none" for a relay'):
+        tick(at(root, WAITLIST_OPENS))
     assert server.mailbox.received == []
-    assert all("does not offer STARTTLS" in reason for reason in outbox_reasons(root, "failed").values())
+    assert outbox_reasons(root, "failed") == {} and len(outbox_reasons(root, "scheduled")) == 3
 
 
 # Settings.
