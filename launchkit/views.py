@@ -87,7 +87,7 @@ def print_tick(console: Console, report: TickReport, *, dry_run: bool) -> None:
         if n
     ]
     if report.capped:
-        parts.append("daily cap reached: the rest goes tomorrow")
+        parts.append("daily cap reached: the rest waits for tomorrow, within each email's late_by")
     if parts and not dry_run:
         console.print("Tick: " + ", ".join(parts) + ".")
         # The first reasons, each once: a service down gives every message the same one.
