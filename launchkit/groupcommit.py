@@ -40,10 +40,14 @@ class GroupCommit:
         """Run ``work(conn)`` in a transaction shared with other requests; its result once committed."""
         return await self._submit(work)
 
-    async def write_row(self, writer: RowWriter, row: Any) -> None:
+    async def write_row(self, writer: RowWriter, row: Any) -> Any:
         """Have ``writer`` store ``row``, together with the other rows given the same writer
-        meanwhile: one statement for a burst of opens, instead of one per request."""
-        await self._submit((writer, row))
+        meanwhile: one statement for a burst of opens, instead of one per request.
+
+        When the writer answers with a list (one item per row it was given, in order), the
+        item for ``row``, once committed; otherwise None.
+        """
+        return await self._submit((writer, row))
 
     async def _submit(self, work: Work | tuple[RowWriter, Any]) -> Any:
         self._start()
@@ -99,14 +103,24 @@ class GroupCommit:
 
 
 def _run_batch(conn: Connection, works: list[Work | tuple[RowWriter, Any]]) -> list[Any]:
-    """Run each work, and each writer once with all its rows; a result per work."""
-    rows: dict[RowWriter, list[Any]] = {}
-    for work in works:
+    """Run each work, and each writer once with all its rows; a result per work (a row's
+    is its item of the writer's answer, when that is a list)."""
+    rows: dict[RowWriter, tuple[list[int], list[Any]]] = {}
+    for n, work in enumerate(works):
         if isinstance(work, tuple):
-            rows.setdefault(work[0], []).append(work[1])
-    for writer, batch in rows.items():
-        writer(conn, batch)
-    return [None if isinstance(work, tuple) else work(conn) for work in works]
+            positions, batch = rows.setdefault(work[0], ([], []))
+            positions.append(n)
+            batch.append(work[1])
+    results: list[Any] = [None] * len(works)
+    for writer, (positions, batch) in rows.items():
+        answer = writer(conn, batch)
+        if isinstance(answer, list):
+            for n, item in zip(positions, answer):
+                results[n] = item
+    for n, work in enumerate(works):
+        if not isinstance(work, tuple):
+            results[n] = work(conn)
+    return results
 
 
 def _settle(item: _Item, *, result: Any = None, error: BaseException | None = None) -> None:

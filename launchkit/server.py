@@ -62,6 +62,8 @@ class TrackingServer:
         self.writer = GroupCommit(project.store.begin)
         self.links: OrderedDict[int, tracking.Link] = OrderedDict()
         self.webhooks = _webhooks(project)  # built now: a broken one stops `serve` at start, as `check` says it
+        #: Whether any plugin implements ``on_event``. Without one, no request does any work to tell it anything.
+        self.notifying = bool(project.plugins.hook.on_event.get_hookimpls())
 
     # Opens and clicks.
 
@@ -71,6 +73,8 @@ class TrackingServer:
             return Response(status_code=404, headers=NO_STORE)
         row = _engagement("opened", delivery.contact_id, delivery.launch_id, delivery.email_id, delivery.variant, self.project.now(),
                           f"o:{delivery.contact_id}:{delivery.launch_id}:{delivery.email_id}")
+        if self.notifying:
+            return Response(PIXEL, media_type="image/gif", headers=NO_STORE, background=await self._engaged(row))
         await self.writer.write_row(tracking_store.record_engagement, row)
         return Response(PIXEL, media_type="image/gif", headers=NO_STORE)
 
@@ -81,8 +85,23 @@ class TrackingServer:
             return self._page(404, "invalid_title", "invalid")
         row = _engagement("clicked", click.contact_id, link.launch_id, link.email_id, click.variant, self.project.now(),
                           f"c:{click.contact_id}:{link.id}", link=link.name, data={"url": link.url})
+        if self.notifying:
+            return RedirectResponse(self._with_utm(link), status_code=302, headers=NO_STORE, background=await self._engaged(row))
         await self.writer.write_row(tracking_store.record_engagement, row)
         return RedirectResponse(self._with_utm(link), status_code=302, headers=NO_STORE)
+
+    async def _engaged(self, row: dict[str, Any]) -> BackgroundTask | None:
+        """Store an open or a click; the ``on_event`` call to make once answered, when it is new.
+
+        Still one statement for the whole batch: the writer says which of its rows were new.
+        """
+        address = await self.writer.write_row(tracking_store.record_new_engagement, row)
+        if address is None:
+            return None
+        data = {**row["data"], "link": row["link"]} if row["link"] else dict(row["data"])
+        event = Event(row["kind"], address, row["occurred_at"], launch=row["launch_id"], email_id=row["email_id"], data=data,
+                      id=row["external_id"], source=tracking_store.SOURCE, variant=row["variant"])
+        return BackgroundTask(self._notify, [event])
 
     async def _link(self, link_id: int) -> tracking.Link | None:
         found = self.links.get(link_id)
@@ -127,12 +146,17 @@ class TrackingServer:
         except TooLarge:
             return PlainTextResponse("request body too large", status_code=413)
         now = self.project.now()
-        address = await self.writer.run(
+        done = await self.writer.run(
             lambda conn: tracking_store.unsubscribe(conn, delivery.contact_id, delivery.launch_id, delivery.email_id, now)
         )
-        if address is None:
+        if done is None:
             return self._page(404, "invalid_title", "invalid")
-        return self._page(200, "unsubscribed_title", "unsubscribed", address=pages.mask(address))
+        response = self._page(200, "unsubscribed_title", "unsubscribed", address=pages.mask(done.address))
+        if done.event_id is not None and self.notifying:
+            event = Event("unsubscribed", done.address, now, launch=delivery.launch_id or None, email_id=delivery.email_id or None,
+                          id=done.event_id, source=tracking_store.SOURCE)
+            response.background = BackgroundTask(self._notify, [event])
+        return response
 
     # Signups.
 
@@ -160,12 +184,18 @@ class TrackingServer:
             await run_in_threadpool(signup.send_confirmation, self.project, outcome.contact_id, submission, now)
         # A bot or an erased address gets the answer a person would: nothing tells them apart.
         shown = "pending" if self.project.config.signup.double_opt_in else "subscribed"
+        response: Response
         if wants_json:
-            return JSONResponse({"status": shown})
-        thanks = self.project.config.signup.thank_you_url
-        if thanks:
-            return RedirectResponse(thanks, status_code=303)
-        return self._page(200, "thanks_title", "thanks_pending" if shown == "pending" else "thanks")
+            response = JSONResponse({"status": shown})
+        elif self.project.config.signup.thank_you_url:
+            response = RedirectResponse(self.project.config.signup.thank_you_url, status_code=303)
+        else:
+            response = self._page(200, "thanks_title", "thanks_pending" if shown == "pending" else "thanks")
+        if outcome.event_id is not None and self.notifying:
+            event = Event("subscribed", submission.email, now, data={"tags": list(submission.tags), "status": outcome.status},
+                          id=outcome.event_id, source=signup_store.SOURCE)
+            response.background = BackgroundTask(self._notify, [event])
+        return response
 
     async def confirm(self, request: Request) -> Response:
         now = self.project.now()
@@ -184,9 +214,15 @@ class TrackingServer:
             # Unsubscribed, bounced or complained: said alike, so the page tells no more than the unsubscribe page.
             return self._page(200, "unsubscribed_title", "unsubscribed", address=pages.mask(outcome.address))
         confirmed = self.project.config.signup.confirmed_url
+        response: Response
         if confirmed:
-            return RedirectResponse(confirmed, status_code=303)
-        return self._page(200, "confirmed_title", "confirmed", address=pages.mask(outcome.address))
+            response = RedirectResponse(confirmed, status_code=303)
+        else:
+            response = self._page(200, "confirmed_title", "confirmed", address=pages.mask(outcome.address))
+        if outcome.event_id is not None and self.notifying:
+            event = Event("confirmed", outcome.address, now, data={"tags": list(outcome.tags)}, id=outcome.event_id, source=signup_store.SOURCE)
+            response.background = BackgroundTask(self._notify, [event])
+        return response
 
     # Webhooks.
 

@@ -58,6 +58,7 @@ class Outcome:
     status: str  #: pending (confirmation sent), subscribed, ignored (bot or erased), limited
     contact_id: int | None = None
     retry_after: int | None = None  #: seconds, when limited
+    event_id: str | None = None  #: the ``subscribed`` event stored, for ``on_event`` (None: none was, or ignored)
 
 
 def parse(project: Project, fields: Mapping[str, Any]) -> Submission:
@@ -136,8 +137,8 @@ def record(conn: Connection, project: Project, submission: Submission, *, client
     if signup.status in ("bounced", "complained"):
         return Outcome("ignored")
     if settings.double_opt_in:
-        return Outcome("pending", signup.contact_id)
-    return Outcome(signup.status, signup.contact_id)
+        return Outcome("pending", signup.contact_id, event_id=signup.event_id)
+    return Outcome(signup.status, signup.contact_id, event_id=signup.event_id)
 
 
 def send_confirmation(project: Project, contact_id: int, submission: Submission, now: datetime) -> bool:

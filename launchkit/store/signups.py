@@ -21,6 +21,7 @@ class Signup:
     contact_id: int
     status: str  #: the contact's status after the signup: pending, subscribed, or one that blocks it
     created: bool
+    event_id: str | None = None  #: the external id of the ``subscribed`` event stored now, if one was
 
 
 def sign_up(
@@ -53,17 +54,19 @@ def sign_up(
         created = True
     else:
         contact_id, status, created = row.id, row.status, False
-    _record(conn, "subscribed", contact_id, now, consent)
+    event_id = _record(conn, "subscribed", contact_id, now, consent)
     if not double_opt_in and status == "subscribed":
         add_tags(conn, [(contact_id, tag) for tag in tags], now)
         conn.execute(update(contacts).where(contacts.c.id == contact_id).values(updated_at=now, revision=revision))
-    return Signup(contact_id, status, created)
+    return Signup(contact_id, status, created, event_id)
 
 
 @dataclass(frozen=True)
 class Confirmed:
     address: str
     status: str  #: the contact's status once the link is followed: subscribed, or the one that keeps them off the list
+    event_id: str | None = None  #: the external id of the ``confirmed`` event stored now, if one was
+    tags: tuple[str, ...] = ()  #: the tags the link added now
 
 
 def confirm(conn: Connection, contact_id: int, tags: Sequence[str], now: datetime) -> Confirmed | None:
@@ -93,8 +96,8 @@ def confirm(conn: Connection, contact_id: int, tags: Sequence[str], now: datetim
     else:
         return Confirmed(str(row.email), row.status)
     add_tags(conn, [(contact_id, tag) for tag in added], now)
-    _record(conn, "confirmed", contact_id, now, {"tags": added})
-    return Confirmed(str(row.email), SUBSCRIBED)
+    event_id = _record(conn, "confirmed", contact_id, now, {"tags": added})
+    return Confirmed(str(row.email), SUBSCRIBED, event_id, tuple(added))
 
 
 def confirmation(conn: Connection, contact_id: int) -> Confirmed | None:
@@ -135,9 +138,16 @@ def _missing_tags(conn: Connection, contact_id: int, tags: Sequence[str]) -> lis
     return [tag for tag in tags if tag not in have]
 
 
-def _record(conn: Connection, kind: str, contact_id: int, now: datetime, data: dict[str, Any]) -> None:
-    conn.execute(
+def _record(conn: Connection, kind: str, contact_id: int, now: datetime, data: dict[str, Any]) -> str | None:
+    """Store a signup event; its external id, or None when the same one was stored at this very moment."""
+    external_id = _external_id(kind, contact_id, now)
+    stored = conn.execute(
         upsert_insert(conn)(events)
-        .values(kind=kind, contact_id=contact_id, occurred_at=now, source=SOURCE, external_id=f"{kind}:{contact_id}:{now.isoformat()}", data=data)
+        .values(kind=kind, contact_id=contact_id, occurred_at=now, source=SOURCE, external_id=external_id, data=data)
         .on_conflict_do_nothing(index_elements=["source", "external_id"])
     )
+    return external_id if stored.rowcount == 1 else None
+
+
+def _external_id(kind: str, contact_id: int, now: datetime) -> str:
+    return f"{kind}:{contact_id}:{now.isoformat()}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Sequence
 
@@ -44,8 +45,30 @@ def record_engagement(conn: Connection, rows: Sequence[dict[str, Any]]) -> int:
     kept = [{**r, "source": SOURCE} for r in rows if r["contact_id"] in present]
     if not kept:
         return 0
-    result = conn.execute(upsert_insert(conn)(events).on_conflict_do_nothing(index_elements=["source", "external_id"]), kept)
+    result = conn.execute(_engagement_insert(conn), kept)
     return max(result.rowcount, 0)
+
+
+def record_new_engagement(conn: Connection, rows: Sequence[dict[str, Any]]) -> list[str | None]:
+    """Store opens and clicks as ``record_engagement`` does, in as many statements, and say
+    which rows were new: for each row, in order, the contact's address if it was stored now,
+    else None (stored before, or the contact was erased). For ``on_event`` hooks."""
+    ids = {r["contact_id"] for r in rows}
+    addresses = {row.id: row.email for row in conn.execute(select(contacts.c.id, contacts.c.email).where(contacts.c.id.in_(ids)))}
+    kept = [{**r, "source": SOURCE} for r in rows if r["contact_id"] in addresses]
+    stored = set(conn.execute(_engagement_insert(conn).returning(events.c.external_id), kept).scalars()) if kept else set()
+    new: list[str | None] = []
+    for r in rows:
+        if r["external_id"] in stored:
+            stored.discard(r["external_id"])  # the same open twice in one batch: only the first is new
+            new.append(str(addresses[r["contact_id"]]))
+        else:
+            new.append(None)
+    return new
+
+
+def _engagement_insert(conn: Connection) -> Any:
+    return upsert_insert(conn)(events).on_conflict_do_nothing(index_elements=["source", "external_id"])
 
 
 def count_hit(conn: Connection, key: str, now: datetime, window: timedelta) -> int:
@@ -70,9 +93,14 @@ def first_seen(conn: Connection, source: str, nonce: str, now: datetime) -> bool
     return result.rowcount == 1
 
 
+@dataclass(frozen=True)
+class Unsubscribed:
+    address: str
+    event_id: str | None = None  #: the external id of the ``unsubscribed`` event stored now; None when already unsubscribed
 
-def unsubscribe(conn: Connection, contact_id: int, launch_id: str, email_id: str, now: datetime) -> str | None:
-    """Unsubscribe a contact from a link in one of their emails; their address, or None if erased.
+
+def unsubscribe(conn: Connection, contact_id: int, launch_id: str, email_id: str, now: datetime) -> Unsubscribed | None:
+    """Unsubscribe a contact from a link in one of their emails; None if they were erased.
 
     Once per contact: a second click on the link changes nothing.
     """
@@ -84,13 +112,15 @@ def unsubscribe(conn: Connection, contact_id: int, launch_id: str, email_id: str
         .where(contacts.c.id == contact_id, contacts.c.status.in_(("subscribed", "pending")))
         .values(status="unsubscribed", status_reason=f"unsubscribe link in {launch_id}/{email_id}", updated_at=now, revision=next_revision(conn))
     )
-    if changed.rowcount:
-        conn.execute(
-            upsert_insert(conn)(events)
-            .values(
-                kind="unsubscribed", contact_id=contact_id, launch_id=launch_id or None, email_id=email_id or None,
-                occurred_at=now, source=SOURCE, external_id=f"u:{contact_id}:{now.isoformat()}", data={},
-            )
-            .on_conflict_do_nothing(index_elements=["source", "external_id"])
+    if not changed.rowcount:
+        return Unsubscribed(str(address))
+    external_id = f"u:{contact_id}:{now.isoformat()}"
+    stored = conn.execute(
+        upsert_insert(conn)(events)
+        .values(
+            kind="unsubscribed", contact_id=contact_id, launch_id=launch_id or None, email_id=email_id or None,
+            occurred_at=now, source=SOURCE, external_id=external_id, data={},
         )
-    return str(address)
+        .on_conflict_do_nothing(index_elements=["source", "external_id"])
+    )
+    return Unsubscribed(str(address), external_id if stored.rowcount == 1 else None)
