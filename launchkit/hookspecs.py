@@ -66,10 +66,13 @@ def register_commands(cli: click.Group) -> None:
 def template_context(launch: Any, phase: Any, email: Any, contact: Any) -> dict[str, Any] | None:
     """Extra variables for subjects and bodies, merged into the template context.
 
-    :param launch: the launch being sent (``launch.id``, ``launch.name``, ``launch.product``…)
+    :param launch: the launch being sent, a ``launchkit.spec.Launch`` (``launch.id``, the file
+        name without ``.toml``; ``launch.spec.name``; ``launch.products``, its ``product``
+        then its ``product_ids``; ``launch.spec`` holds the rest of the ``[launch]`` table)
     :param phase: the phase the email belongs to (``phase.name``, ``phase.starts``, ``phase.ends``)
     :param email: the email (``email.id``)
-    :param contact: the recipient (``contact.email``, ``contact.first_name``, fields)
+    :param contact: the recipient (``contact.email``, ``contact.first_name``, custom fields as
+        attributes)
     :return: a dict of names to values, or None.
     """
 

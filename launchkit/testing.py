@@ -64,6 +64,10 @@ class RecordingProvider(Provider):
 
     ``answer(message)`` may return a ``SendResult`` (a transient or permanent failure), or
     None to accept; set ``raises`` to make the next ``send`` call raise it.
+
+    ``closed`` counts the calls to ``close()``. launchkit closes only the providers it builds
+    itself, at the end of each tick: a provider handed to a tick belongs to the caller, so
+    after ``launchkit_project.tick(provider=recording_provider)`` ``closed`` is still 0.
     """
 
     name = "recording"  # type: ignore[misc]
@@ -226,7 +230,11 @@ class LaunchkitProject:
         self._write_config(_set_keys(self.config_file.read_text(encoding="utf-8"), "delivery", values))
 
     def tick(self, now: str | None = None, *, provider: Provider | None = None) -> TickReport:
-        """One ``launchkit run``: plan and send what is due, through the configured provider or ``provider``."""
+        """One ``launchkit run``: plan and send what is due, through the configured provider or ``provider``.
+
+        launchkit builds the configured provider and closes it at the end of the tick; a
+        ``provider`` passed here is the caller's, and is not closed.
+        """
         from launchkit.runner import tick
 
         project = self.project(now)
@@ -514,7 +522,8 @@ def recording_provider() -> RecordingProvider:
 
     Pass it to ``launchkit_project.tick(provider=recording_provider)``. Set ``.answer`` to a
     function of the message returning a ``SendResult`` to fail chosen messages, or
-    ``.raises`` to make the next ``send`` raise.
+    ``.raises`` to make the next ``send`` raise. The tick does not close a provider it is
+    handed, so ``.closed`` stays 0.
     """
     return RecordingProvider()
 
