@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 from launchkit.attribution import attribute
 from launchkit.clock import parse_moment
@@ -94,12 +95,15 @@ def import_csv(project: Project, path: Path, *, product: str | None = None) -> C
     return report
 
 
-def notify(project: Project, event: Event) -> None:
-    """Call ``on_event`` hooks; a failing plugin is logged and does not undo the event."""
+def notify(project: Project, event: Event, settings: dict[str, Any] | None = None) -> None:
+    """Call ``on_event`` hooks; a failing plugin is logged and does not undo the event.
+
+    ``settings``: ``project.plugin_settings()``, when the caller tells many events.
+    """
     impls = project.plugins.hook.on_event.get_hookimpls()
     if not impls:
         return
-    settings = project.plugin_settings()
+    settings = project.plugin_settings() if settings is None else settings
     for impl in impls:
         try:
             impl.function(**{name: value for name, value in (("event", event), ("settings", settings)) if name in impl.argnames})

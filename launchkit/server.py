@@ -21,17 +21,16 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from sqlalchemy import Connection
 from starlette.applications import Starlette
-from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from launchkit import inbound, pages, signup, tracking
-from launchkit.conversions import notify
 from launchkit.errors import ConfigError
 from launchkit.groupcommit import GroupCommit
 from launchkit.project import Project
+from launchkit.relay import Relay
 from launchkit.store import signups as signup_store
 from launchkit.store import tracking as tracking_store
 from launchkit.types import Event, Webhook, WebhookRejected, WebhookRequest
@@ -64,6 +63,7 @@ class TrackingServer:
         self.webhooks = _webhooks(project)  # built now: a broken one stops `serve` at start, as `check` says it
         #: Whether any plugin implements ``on_event``. Without one, no request does any work to tell it anything.
         self.notifying = bool(project.plugins.hook.on_event.get_hookimpls())
+        self.relay = Relay(project)
 
     # Opens and clicks.
 
@@ -73,9 +73,7 @@ class TrackingServer:
             return Response(status_code=404, headers=NO_STORE)
         row = _engagement("opened", delivery.contact_id, delivery.launch_id, delivery.email_id, delivery.variant, self.project.now(),
                           f"o:{delivery.contact_id}:{delivery.launch_id}:{delivery.email_id}")
-        if self.notifying:
-            return Response(PIXEL, media_type="image/gif", headers=NO_STORE, background=await self._engaged(row))
-        await self.writer.write_row(tracking_store.record_engagement, row)
+        await (self._engaged(row) if self.notifying else self.writer.write_row(tracking_store.record_engagement, row))
         return Response(PIXEL, media_type="image/gif", headers=NO_STORE)
 
     async def clicked(self, request: Request) -> Response:
@@ -85,23 +83,19 @@ class TrackingServer:
             return self._page(404, "invalid_title", "invalid")
         row = _engagement("clicked", click.contact_id, link.launch_id, link.email_id, click.variant, self.project.now(),
                           f"c:{click.contact_id}:{link.id}", link=link.name, data={"url": link.url})
-        if self.notifying:
-            return RedirectResponse(self._with_utm(link), status_code=302, headers=NO_STORE, background=await self._engaged(row))
-        await self.writer.write_row(tracking_store.record_engagement, row)
+        await (self._engaged(row) if self.notifying else self.writer.write_row(tracking_store.record_engagement, row))
         return RedirectResponse(self._with_utm(link), status_code=302, headers=NO_STORE)
 
-    async def _engaged(self, row: dict[str, Any]) -> BackgroundTask | None:
-        """Store an open or a click; the ``on_event`` call to make once answered, when it is new.
+    async def _engaged(self, row: dict[str, Any]) -> None:
+        """Store an open or a click, and tell ``on_event`` hooks when it is new.
 
         Still one statement for the whole batch: the writer says which of its rows were new.
         """
         address = await self.writer.write_row(tracking_store.record_new_engagement, row)
-        if address is None:
-            return None
-        data = {**row["data"], "link": row["link"]} if row["link"] else dict(row["data"])
-        event = Event(row["kind"], address, row["occurred_at"], launch=row["launch_id"], email_id=row["email_id"], data=data,
-                      id=row["external_id"], source=tracking_store.SOURCE, variant=row["variant"])
-        return BackgroundTask(self._notify, [event])
+        if address is not None:
+            data = {**row["data"], "link": row["link"]} if row["link"] else dict(row["data"])
+            self.relay.tell([Event(row["kind"], address, row["occurred_at"], launch=row["launch_id"], email_id=row["email_id"],
+                                   data=data, id=row["external_id"], source=tracking_store.SOURCE, variant=row["variant"])])
 
     async def _link(self, link_id: int) -> tracking.Link | None:
         found = self.links.get(link_id)
@@ -155,7 +149,7 @@ class TrackingServer:
         if done.event_id is not None and self.notifying:
             event = Event("unsubscribed", done.address, now, launch=delivery.launch_id or None, email_id=delivery.email_id or None,
                           id=done.event_id, source=tracking_store.SOURCE)
-            response.background = BackgroundTask(self._notify, [event])
+            self.relay.tell([event])
         return response
 
     # Signups.
@@ -194,7 +188,7 @@ class TrackingServer:
         if outcome.event_id is not None and self.notifying:
             event = Event("subscribed", submission.email, now, data={"tags": list(submission.tags), "status": outcome.status},
                           id=outcome.event_id, source=signup_store.SOURCE)
-            response.background = BackgroundTask(self._notify, [event])
+            self.relay.tell([event])
         return response
 
     async def confirm(self, request: Request) -> Response:
@@ -221,7 +215,7 @@ class TrackingServer:
             response = self._page(200, "confirmed_title", "confirmed", address=pages.mask(outcome.address))
         if outcome.event_id is not None and self.notifying:
             event = Event("confirmed", outcome.address, now, data={"tags": list(outcome.tags)}, id=outcome.event_id, source=signup_store.SOURCE)
-            response.background = BackgroundTask(self._notify, [event])
+            self.relay.tell([event])
         return response
 
     # Webhooks.
@@ -252,11 +246,9 @@ class TrackingServer:
             # service will show our answer to whoever configured it.
             log.warning("webhook %r could not read a request: %r", name, exc)
             return JSONResponse({"error": f"the request could not be read: {exc}"}, status_code=400)
-        return JSONResponse({"stored": len(stored.new), "replayed": stored.replayed}, background=BackgroundTask(self._notify, stored.new))
-
-    def _notify(self, events: list[Event]) -> None:
-        for event in events:
-            notify(self.project, event)
+        if self.notifying:
+            self.relay.tell(stored.new)
+        return JSONResponse({"stored": len(stored.new), "replayed": stored.replayed})
 
     # Helpers.
 
@@ -290,6 +282,7 @@ def create_app(project: Project) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         yield
         server.writer.close()  # the writes still queued are committed before the process exits
+        server.relay.close()  # and the events stored are told
 
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.server = server

@@ -412,7 +412,11 @@ class WebhookPoster:
             sent["Content-Type"] = "application/json"
         if sign is not None:
             sent.update(sign(raw))
-        return _run_async(lambda: self._send(app, method, path, raw, sent))
+        response = _run_async(lambda: self._send(app, method, path, raw, sent))
+        server = getattr(getattr(app, "state", None), "server", None)
+        if server is not None:  # launchkit's own: its on_event hooks have been told by the time this returns
+            server.relay.wait()
+        return response
 
     async def _send(self, app: Any, method: str, path: str, raw: bytes, headers: dict[str, str]) -> httpx.Response:
         import httpx

@@ -41,7 +41,11 @@ def request(app: Any, method: str, url: str, **options: Any) -> httpx.Response:
         async with httpx.AsyncClient(transport=transport, base_url=BASE) as client:
             return await client.request(method, url, **options)
 
-    return asyncio.run(go())
+    response = asyncio.run(go())
+    server = getattr(app.state, "server", None)
+    if server is not None:
+        server.relay.wait()  # on_event hooks are told in a thread of their own: done by now
+    return response
 
 
 def path_of(url: str) -> str:
