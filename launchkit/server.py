@@ -145,12 +145,10 @@ class TrackingServer:
         )
         if done is None:
             return self._page(404, "invalid_title", "invalid")
-        response = self._page(200, "unsubscribed_title", "unsubscribed", address=pages.mask(done.address))
         if done.event_id is not None and self.notifying:
-            event = Event("unsubscribed", done.address, now, launch=delivery.launch_id or None, email_id=delivery.email_id or None,
-                          id=done.event_id, source=tracking_store.SOURCE)
-            self.relay.tell([event])
-        return response
+            self.relay.tell([Event("unsubscribed", done.address, now, launch=delivery.launch_id or None, email_id=delivery.email_id or None,
+                                   id=done.event_id, source=tracking_store.SOURCE)])
+        return self._page(200, "unsubscribed_title", "unsubscribed", address=pages.mask(done.address))
 
     # Signups.
 
@@ -176,20 +174,17 @@ class TrackingServer:
             return HTMLResponse(pages.page(self.lang, self.words["limited_title"], self.words["limited"]), status_code=429, headers=headers)
         if outcome.status == "pending" and outcome.contact_id is not None:
             await run_in_threadpool(signup.send_confirmation, self.project, outcome.contact_id, submission, now)
+        if outcome.event_id is not None and self.notifying:
+            self.relay.tell([Event("subscribed", submission.email, now, data={"tags": list(submission.tags), "status": outcome.status},
+                                   id=outcome.event_id, source=signup_store.SOURCE)])
         # A bot or an erased address gets the answer a person would: nothing tells them apart.
         shown = "pending" if self.project.config.signup.double_opt_in else "subscribed"
-        response: Response
         if wants_json:
-            response = JSONResponse({"status": shown})
-        elif self.project.config.signup.thank_you_url:
-            response = RedirectResponse(self.project.config.signup.thank_you_url, status_code=303)
-        else:
-            response = self._page(200, "thanks_title", "thanks_pending" if shown == "pending" else "thanks")
-        if outcome.event_id is not None and self.notifying:
-            event = Event("subscribed", submission.email, now, data={"tags": list(submission.tags), "status": outcome.status},
-                          id=outcome.event_id, source=signup_store.SOURCE)
-            self.relay.tell([event])
-        return response
+            return JSONResponse({"status": shown})
+        thanks = self.project.config.signup.thank_you_url
+        if thanks:
+            return RedirectResponse(thanks, status_code=303)
+        return self._page(200, "thanks_title", "thanks_pending" if shown == "pending" else "thanks")
 
     async def confirm(self, request: Request) -> Response:
         now = self.project.now()
@@ -207,16 +202,12 @@ class TrackingServer:
         if outcome.status != "subscribed":
             # Unsubscribed, bounced or complained: said alike, so the page tells no more than the unsubscribe page.
             return self._page(200, "unsubscribed_title", "unsubscribed", address=pages.mask(outcome.address))
-        confirmed = self.project.config.signup.confirmed_url
-        response: Response
-        if confirmed:
-            response = RedirectResponse(confirmed, status_code=303)
-        else:
-            response = self._page(200, "confirmed_title", "confirmed", address=pages.mask(outcome.address))
         if outcome.event_id is not None and self.notifying:
-            event = Event("confirmed", outcome.address, now, data={"tags": list(outcome.tags)}, id=outcome.event_id, source=signup_store.SOURCE)
-            self.relay.tell([event])
-        return response
+            self.relay.tell([Event("confirmed", outcome.address, now, data={"tags": list(outcome.tags)}, id=outcome.event_id, source=signup_store.SOURCE)])
+        confirmed = self.project.config.signup.confirmed_url
+        if confirmed:
+            return RedirectResponse(confirmed, status_code=303)
+        return self._page(200, "confirmed_title", "confirmed", address=pages.mask(outcome.address))
 
     # Webhooks.
 
