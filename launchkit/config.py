@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from email.utils import parseaddr
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError, field_validator
 
@@ -112,6 +114,13 @@ class Config(Strict):
     reporters: dict[str, dict[str, Any]] = {}
 
 
+_ENV_ONLY = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*(:-[^}]*)?\}")  #: a value that is one ${VAR} and nothing else
+
+
+def _url_quote(value: str) -> str:
+    return quote(value, safe="")
+
+
 def load_config(project_dir: Path) -> Config:
     """Read and validate ``launchkit.toml``; raises ConfigError listing every problem."""
     path = project_dir / CONFIG_FILE
@@ -119,6 +128,11 @@ def load_config(project_dir: Path) -> Config:
     problems: list[Problem] = []
     # Provider and webhook tables are expanded when used, so an unused provider's missing
     # secret does not stop the project from working.
+    database = data.get("project", {}).get("database") if isinstance(data.get("project"), dict) else None
+    if isinstance(database, str) and not _ENV_ONLY.fullmatch(database):
+        # A ${VAR} inside the URL (a password) is URL-encoded: an @, : or % in it must not change
+        # which host the URL names. A whole URL in one variable (${DATABASE_URL}) is taken as written.
+        data["project"]["database"] = expand_env(database, ("project", "database"), path, problems, text, quote=_url_quote)
     for section in ("project", "sender", "tracking", "signup"):
         if isinstance(data.get(section), dict):
             data[section] = expand_env(data[section], (section,), path, problems, text)

@@ -10,7 +10,7 @@ import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import pydantic
 
@@ -143,12 +143,15 @@ def _message(error: dict[str, Any]) -> str:
     return message
 
 
-def expand_env(value: Any, loc: Loc, path: Path, problems: list[Problem], text: str = "") -> Any:
-    """Replace ``${VAR}`` and ``${VAR:-default}`` in strings, recursively; unset variables are problems."""
+def expand_env(value: Any, loc: Loc, path: Path, problems: list[Problem], text: str = "", quote: Callable[[str], str] | None = None) -> Any:
+    """Replace ``${VAR}`` and ``${VAR:-default}`` in strings, recursively; unset variables are problems.
+
+    ``quote`` encodes each variable's value (not a default, written as it must appear).
+    """
     if isinstance(value, dict):
-        return {k: expand_env(v, loc + (k,), path, problems, text) for k, v in value.items()}
+        return {k: expand_env(v, loc + (k,), path, problems, text, quote) for k, v in value.items()}
     if isinstance(value, list):
-        return [expand_env(v, loc + (i,), path, problems, text) for i, v in enumerate(value)]
+        return [expand_env(v, loc + (i,), path, problems, text, quote) for i, v in enumerate(value)]
     if not isinstance(value, str) or "${" not in value:
         return value
 
@@ -156,7 +159,7 @@ def expand_env(value: Any, loc: Loc, path: Path, problems: list[Problem], text: 
         name, default = match.group(1), match.group(2)
         value = os.environ.get(name)
         if value or (value is not None and default is None):
-            return value
+            return quote(value) if quote else value
         if default is not None:
             return default  # as in the shell, ${VAR:-default} also replaces an empty VAR
         problems.append(

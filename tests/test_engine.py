@@ -5,6 +5,7 @@ Each test runs on SQLite and on PostgreSQL (tests/conftest.py).
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Sequence
 
@@ -162,6 +163,9 @@ def test_after_a_crash_claimed_rows_are_sent_and_sending_rows_are_in_doubt(root:
     assert report.in_doubt == 1 and report.recovered == 1
     assert len(provider.sent) == 4
     assert statuses(root, "welcome") == {"sent": 4, "in_doubt": 1}
+    with project.store.connect() as conn:  # `outbox --in-doubt` shows when it was found so, not when it was planned
+        [doubt] = outbox.listing(conn, ["in_doubt"])
+    assert doubt.updated_at > datetime.now(timezone.utc) - timedelta(minutes=5)
 
 
 def test_a_before_send_plugin_can_change_or_veto_a_message(root: Path) -> None:

@@ -171,6 +171,39 @@ def test_an_unreachable_server_is_one_clear_sentence_and_exit_1(postgres: Databa
         assert "Traceback" not in result.stderr and "secret-password" not in result.stderr
 
 
+def test_a_password_from_the_environment_may_hold_url_characters(postgres: Database, tmp_path: Path) -> None:
+    root = postgres.project(tmp_path / "project")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = root / "launchkit.toml"
+    text = config.read_text()
+    start = text.index('database = "') + len('database = "')
+    config.write_text(text[:start] + f"postgresql+psycopg://launchkit:${{DB_PASSWORD}}@127.0.0.1:{port}/nowhere" + text[text.index('"', start):])
+    result = subprocess.run([*LAUNCHKIT, "--project", str(root), "outbox"], capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "DB_PASSWORD": "se@cret:pass/w%41rd"})
+    assert result.returncode == 1 and f"cannot reach the database at 127.0.0.1:{port}/nowhere: " in result.stderr, result.stderr
+    assert "cret" not in result.stderr and "w%41rd" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("url", "said"),
+    [
+        ("postgres://launchkit:secret-password@127.0.0.1/x", "postgres:// is not a database launchkit can use"),
+        ("postgresql+psycopg://launchkit:secret-password@127.0.0.1:54x32/x", "the URL cannot be read"),
+    ],
+)
+def test_a_database_url_launchkit_cannot_use_is_one_sentence(postgres: Database, tmp_path: Path, url: str, said: str) -> None:
+    root = postgres.project(tmp_path / "project")
+    config = root / "launchkit.toml"
+    text = config.read_text()
+    start = text.index('database = "') + len('database = "')
+    config.write_text(text[:start] + url + text[text.index('"', start):])
+    result = subprocess.run([*LAUNCHKIT, "--project", str(root), "outbox"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and said in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and "secret-password" not in result.stderr
+
+
 def test_every_command_works_on_postgresql(postgres: Database, tmp_path: Path) -> None:
     root = postgres.project(tmp_path / "project")
     env = {**os.environ, "LAUNCHKIT_NOW": "2029-12-20 10:00"}

@@ -25,7 +25,7 @@ from typing import Any, Iterator
 
 from sqlalchemy import Connection, Engine, create_engine, event, insert, select, update
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError, ProgrammingError
+from sqlalchemy.exc import ArgumentError, OperationalError, ProgrammingError
 
 from launchkit.errors import LaunchkitError
 from launchkit.store.tables import counters, meta
@@ -293,8 +293,21 @@ def _engine_for(url: str) -> Engine:
     with _ENGINES_LOCK:
         engine = _ENGINES.get(url)
         if engine is None:
-            engine = _ENGINES[url] = _postgresql_engine(url)
+            try:
+                engine = _ENGINES[url] = _postgresql_engine(url)
+            except (ImportError, ArgumentError, ValueError) as exc:  # the URL's text, never its password
+                raise LaunchkitError(_unusable(url, exc)) from None
         return engine
+
+
+def _unusable(url: str, exc: Exception) -> str:
+    """Why ``[project] database`` cannot be used, in words that do not repeat the URL."""
+    scheme = url.split("://", 1)[0]
+    if not scheme.startswith("postgresql") or isinstance(exc, ArgumentError):  # postgres://, mysql://…
+        return f"[project] database: {scheme}:// is not a database launchkit can use; write sqlite:///launchkit.db or postgresql+psycopg://USER:PASSWORD@HOST:5432/NAME"
+    if isinstance(exc, ImportError):
+        return "[project] database is a PostgreSQL URL, and psycopg is not installed: pip install 'launchkit[postgres]' (or -e '.[postgres]' in a clone)"
+    return f"[project] database: the URL cannot be read ({exc}); expected postgresql+psycopg://USER:PASSWORD@HOST:5432/NAME"
 
 
 def _forget_engines_in_child() -> None:

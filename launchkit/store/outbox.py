@@ -206,6 +206,7 @@ def recover(conn: Connection, real_now: datetime, *, every_orphan: bool, idempot
             status=IN_DOUBT,
             claim_token=None,
             lease_expires=None,
+            updated_at=real_now,  # when it was found in doubt: what `launchkit outbox --in-doubt` shows
             reason="the worker stopped after handing this message to the provider, before recording the answer; "
             "it may or may not have been delivered, so it is not sent again unless you ask",
         )
