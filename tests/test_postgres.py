@@ -154,15 +154,20 @@ def test_a_database_newer_than_the_code_is_refused_with_a_clear_message(postgres
         assert "has schema revision '9999', newer than this launchkit knows" in result.stderr
 
 
+def set_database(root: Path, url: str) -> None:
+    """``[project] database = "url"`` in the project's launchkit.toml."""
+    config = root / "launchkit.toml"
+    text = config.read_text()
+    start = text.index('database = "') + len('database = "')
+    config.write_text(text[:start] + url + text[text.index('"', start):])
+
+
 def test_an_unreachable_server_is_one_clear_sentence_and_exit_1(postgres: Database, tmp_path: Path) -> None:
     root = postgres.project(tmp_path / "project")
     with socket.socket() as probe:  # a port nobody listens on
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    config = root / "launchkit.toml"
-    text = config.read_text()
-    start = text.index('database = "') + len('database = "')
-    config.write_text(text[:start] + f"postgresql+psycopg://launchkit:secret-password@127.0.0.1:{port}/nowhere" + text[text.index('"', start):])
+    set_database(root, f"postgresql+psycopg://launchkit:secret-password@127.0.0.1:{port}/nowhere")
     for args in (["run"], ["outbox"], ["db", "upgrade"], ["audience", "add", "a@example.com"]):
         result = subprocess.run([*LAUNCHKIT, "--project", str(root), *args], capture_output=True, text=True, timeout=60)
         assert result.returncode == 1, (args, result.stdout, result.stderr)
@@ -176,10 +181,7 @@ def test_a_password_from_the_environment_may_hold_url_characters(postgres: Datab
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    config = root / "launchkit.toml"
-    text = config.read_text()
-    start = text.index('database = "') + len('database = "')
-    config.write_text(text[:start] + f"postgresql+psycopg://launchkit:${{DB_PASSWORD}}@127.0.0.1:{port}/nowhere" + text[text.index('"', start):])
+    set_database(root, f"postgresql+psycopg://launchkit:${{DB_PASSWORD}}@127.0.0.1:{port}/nowhere")
     result = subprocess.run([*LAUNCHKIT, "--project", str(root), "outbox"], capture_output=True, text=True, timeout=60,
                             env={**os.environ, "DB_PASSWORD": "se@cret:pass/w%41rd"})
     assert result.returncode == 1 and f"cannot reach the database at 127.0.0.1:{port}/nowhere: " in result.stderr, result.stderr
@@ -195,10 +197,7 @@ def test_a_password_from_the_environment_may_hold_url_characters(postgres: Datab
 )
 def test_a_database_url_launchkit_cannot_use_is_one_sentence(postgres: Database, tmp_path: Path, url: str, said: str) -> None:
     root = postgres.project(tmp_path / "project")
-    config = root / "launchkit.toml"
-    text = config.read_text()
-    start = text.index('database = "') + len('database = "')
-    config.write_text(text[:start] + url + text[text.index('"', start):])
+    set_database(root, url)
     result = subprocess.run([*LAUNCHKIT, "--project", str(root), "outbox"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 1 and said in result.stderr, result.stderr
     assert "Traceback" not in result.stderr and "secret-password" not in result.stderr
