@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from launchkit.compose import Composer
 from launchkit.conditions import ConditionError, Facts
-from launchkit.config import config_problem, load_config
+from launchkit.config import load_config
 from launchkit.errors import ConfigError, LaunchkitError, Problem
 from launchkit.project import Project
 from launchkit.runner import SAMPLE_CONTACT
@@ -46,11 +46,6 @@ def check(project: Project) -> CheckReport:
         project.provider()  # builds it: its plugin, its settings and their ${VAR}s
     except ConfigError as exc:
         report.problems += exc.problems
-    except LaunchkitError as exc:
-        report.problems.append(config_problem(project.root, ("delivery",), str(exc)))
-    except Exception as exc:  # a plugin's factory failing its own way: still a problem to report, not a crash
-        name = project.config.delivery.provider
-        report.problems.append(config_problem(project.root, ("delivery", "provider"), f"provider {name!r} could not be built: {exc!r}"))
 
     for path in launch_files(project.root):
         try:

@@ -117,7 +117,7 @@ class Project:
         except LaunchkitError as exc:
             raise ConfigError([config_problem(self.root, ("delivery", "provider"), str(exc))]) from None
         settings = expanded(self.config.delivery.provider_settings(name), f"delivery.{name}", self.root)
-        return factory(ProviderContext(name=name, settings=settings, project_dir=self.root))
+        return self._built(factory, ProviderContext(name=name, settings=settings, project_dir=self.root), ("delivery",), f"provider {name!r}")
 
     @contextmanager
     def transaction(self) -> Iterator[object]:

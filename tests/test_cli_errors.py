@@ -386,6 +386,20 @@ def test_unknown_delivery_provider_is_named_with_the_installed_ones(project_dir:
 
 
 @pytest.mark.parametrize("command", ["check", "run"])
+def test_a_provider_whose_factory_fails_its_own_way_is_one_sentence(project_dir: Path, launchkit: Launchkit, command: str) -> None:
+    (project_dir / "plugins" / "keyed.py").write_text(
+        "from launchkit import hookimpl\n\n"
+        "@hookimpl\n"
+        "def register_providers(register):\n"
+        "    register('keyed', lambda context: context.settings['api_key'])\n"
+    )
+    edit(project_dir / CONFIG_FILE, 'provider = "maildir"', 'provider = "keyed"')
+    assert launchkit("audience", "import", str(project_dir / "audience.csv")).exit_code == 0
+
+    assert_clean_error(launchkit(command), "provider 'keyed' could not be built: KeyError('api_key')", "keyed.py, line 5")
+
+
+@pytest.mark.parametrize("command", ["check", "run"])
 def test_unknown_delivery_provider_names_file_key_and_line(project_dir: Path, launchkit: Launchkit, command: str) -> None:
     config = project_dir / CONFIG_FILE
     edit(config, 'provider = "maildir"', 'provider = "postmrak"')
