@@ -593,9 +593,12 @@ def _amount(_ctx: click.Context, _param: click.Parameter, value: str) -> Decimal
 
 
 def _currency(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
-    if value is not None and not (len(value) == 3 and value.isascii() and value.isalpha()):
-        raise click.BadParameter(f"expected a three-letter currency code like EUR; found {value!r}")
-    return value.upper() if value else None
+    from launchkit.fields import currency_code
+
+    try:
+        return currency_code(value) if value is not None else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 @conversions.command("add")

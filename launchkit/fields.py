@@ -75,6 +75,13 @@ def _money(value: Any) -> Decimal:
     return Decimal(str(value))
 
 
+def currency_code(value: str) -> str:
+    """A three-letter currency code, upper-cased: 'eur' -> 'EUR'."""
+    if not (len(value) == 3 and value.isascii() and value.isalpha()):
+        raise ValueError(f"expected a three-letter currency code like 'EUR'; found {value!r}")
+    return value.upper()
+
+
 def _slug(value: str) -> str:
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_\-]*", value):
         raise ValueError(f"expected letters, digits, '-' or '_' (it is used in file names and URLs); found {value!r}")

@@ -91,9 +91,7 @@ class LaunchSpec(_Strict):
     @field_validator("currency")
     @classmethod
     def _currency_code(cls, value: str) -> str:
-        if len(value) != 3 or not value.isalpha():
-            raise ValueError(f"expected a three-letter currency code like 'EUR'; found {value!r}")
-        return value.upper()
+        return fields.currency_code(value)
 
     @field_validator("benchmark")
     @classmethod
